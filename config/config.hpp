@@ -87,4 +87,9 @@ std::uint64_t parse_size(const std::string& text);                 // 4096, 10K,
 SizeLimit parse_size_limit(const std::string& text, bool allow_unlimited);
 std::chrono::milliseconds parse_duration(const std::string& text); // 500ms, 30s, 10m, 2h, 7d
 
+// Inverse of the parsers, for messages and to_yaml(): the largest unit that
+// represents the value exactly ("10G", "1536M", "90s", "250ms").
+std::string format_size(std::uint64_t bytes);
+std::string format_duration(std::chrono::milliseconds duration);
+
 }  // namespace artifactfs::config
