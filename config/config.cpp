@@ -234,7 +234,9 @@ std::size_t edit_distance(std::string_view a, std::string_view b) {
 // "did you mean ...?" for a key nobody knows. A sibling is named by its short
 // name; a key that belongs in another section by its dotted name, so that
 // "max-size" at the top level points to "quota.max-size".
-std::string unknown_key_hint(const std::string& parent, const std::string& name) {
+// On the command line keys are always written dotted, so `always_dotted`
+// names the suggestion in full there.
+std::string unknown_key_hint(const std::string& parent, const std::string& name, bool always_dotted = false) {
   std::vector<std::string> candidates(section_names());
   for (const KnownKey& key : known_keys()) candidates.emplace_back(key.name);
 
@@ -246,7 +248,7 @@ std::string unknown_key_hint(const std::string& parent, const std::string& name)
     const std::size_t distance = edit_distance(name, leaf_of(candidate)) + (sibling ? 0 : 1);
     if (distance < best_distance) {
       best_distance = distance;
-      best = sibling ? leaf_of(candidate) : candidate;
+      best = sibling && !always_dotted ? leaf_of(candidate) : candidate;
     }
   }
   if (best_distance <= std::max<std::size_t>(2, name.size() / 3)) return "did you mean '" + best + "'?";
@@ -409,7 +411,7 @@ void apply_override(Loader& loader, const std::string& text, int position) {
     return;
   }
   if (!find_key(key) && !is_section(key)) {
-    loader.problem(origin, 0, key, "unknown key (" + unknown_key_hint(parent_of(key), leaf_of(key)) + ")");
+    loader.problem(origin, 0, key, "unknown key (" + unknown_key_hint(parent_of(key), leaf_of(key), true) + ")");
     return;
   }
   loader.apply(origin, key, node, 0);
