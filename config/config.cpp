@@ -258,6 +258,11 @@ std::string unknown_key_hint(const std::string& parent, const std::string& name,
     if (parent_of(candidate) != parent) continue;
     siblings += (siblings.empty() ? "" : ", ") + leaf_of(candidate);
   }
+  if (siblings.empty()) {
+    std::string sections;
+    for (const std::string& section : section_names()) sections += (sections.empty() ? "" : ", ") + section;
+    return "expected a key in one of the sections " + sections;
+  }
   return "expected one of: " + siblings;
 }
 
