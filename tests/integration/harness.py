@@ -440,6 +440,10 @@ def assert_accounting(m: Mount, depth: int = 1, keep: list[str] | tuple = (),
     problems = []
     result = {}
     for key in keys:
+        if stat.S_ISLNK(os.lstat(m.data / key).st_mode):
+            # The kernel answers user.* xattr reads on symlinks itself
+            # (ENODATA); a symlink artifact is checked through the totals.
+            continue
         want = expected_usage(m.data / key)
         try:
             facts = artifact_facts(m.mnt / key)
