@@ -1,0 +1,94 @@
+// Keeps the backing storage under its limit by evicting the
+// least-recently-opened artifacts, whole, never one that is in use, pinned
+// or opened within min-age.
+//
+// CONCURRENCY MODEL
+// One quota thread runs cleanups. FUSE threads call usage_grew() (cheap: the
+// index's in-memory totals, an atomic compare and, when over the limit, a
+// notify) and, on ENOSPC, make_room(), which evicts on the calling thread.
+// `cleanup_mutex_` serialises cleanups (quota thread and make_room callers)
+// and is held across Evictor::evict, so the file system must not call
+// make_room() while holding a lock that evict() takes. `settings_mutex_`
+// guards the settings (replaced by update() on SIGHUP) and is never held
+// across a call into the index or the Evictor. Lock order: cleanup_mutex_,
+// then settings_mutex_. Details in quota_manager.cpp.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "config/config.hpp"
+#include "index/index.hpp"
+
+namespace artifactfs::quota {
+
+struct SpaceInfo {
+  std::uint64_t capacity_bytes = 0;  // size of the backing filesystem
+  std::uint64_t free_bytes = 0;      // available to the daemon (f_bavail)
+};
+
+enum class EvictOutcome { evicted, in_use, missing };
+
+// What the quota manager needs from the file system (implemented in fs/).
+class Evictor {
+ public:
+  virtual ~Evictor() = default;
+  // Removes the artifact from the mount in one step unless it has an open
+  // handle or an operation in progress; on success `freed` is its usage.
+  virtual EvictOutcome evict(index::ArtifactId id, index::Usage& freed) = 0;
+  virtual SpaceInfo backing_space() = 0;
+  // Blocks until evicted data is really deleted (so free space is real).
+  virtual void wait_for_deletions() = 0;
+};
+
+class QuotaManager {
+ public:
+  QuotaManager(index::Index& index, Evictor& evictor, config::QuotaSettings settings);
+  ~QuotaManager();  // stops the thread
+  QuotaManager(const QuotaManager&) = delete;
+  QuotaManager& operator=(const QuotaManager&) = delete;
+
+  void start();
+  void stop();
+  // New settings (SIGHUP); applied at once, with a cleanup if now over.
+  void update(const config::QuotaSettings& settings);
+
+  // Called after usage grew; wakes the quota thread if over the limit.
+  void usage_grew();
+  // ENOSPC path: evicts now, on the calling thread, until `bytes` more fit
+  // on the backing filesystem (or nothing evictable is left) and waits for
+  // the deletions. True if anything was freed.
+  bool make_room(std::uint64_t bytes);
+
+  // Facts for `getfattr` on the mount root, names without the
+  // "user.artifactfs." prefix: quota.limit_bytes, quota.usage_bytes, ...
+  std::vector<std::pair<std::string, std::string>> status() const;
+  // One line for logs: "max-size 10G (10737418240 bytes), min-free 5%, ...".
+  std::string describe() const;
+
+  struct CleanupResult {
+    std::uint64_t evicted = 0;
+    std::uint64_t bytes_freed = 0;
+    std::uint64_t skipped_protected = 0;
+    bool target_met = false;
+  };
+  // One cleanup now (also used by tests): evicts oldest-first until usage is
+  // at or below the low watermark of the effective limit.
+  CleanupResult cleanup();
+
+ private:
+  // ... implementation-defined members ...
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace artifactfs::quota
