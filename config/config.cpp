@@ -307,7 +307,9 @@ class Loader {
     }
     std::set<std::string> seen;
     for (auto it = node.begin(); it != node.end(); ++it) {
-      const YAML::Node& key_node = it->first;
+      // Copies: yaml-cpp's iterator hands out a temporary pair.
+      const YAML::Node key_node = it->first;
+      const YAML::Node value_node = it->second;
       const int line = line_of(key_node, key_line);
       if (!key_node.IsScalar()) {
         problem(origin, line, shown_key, "a key must be a plain name, got " + describe_type(key_node));
@@ -319,7 +321,7 @@ class Loader {
         problem(origin, line, child, "duplicate key (expected each key once; remove one of them)");
         continue;
       }
-      apply(origin, child, it->second, line);
+      apply(origin, child, value_node, line);
     }
   }
 
