@@ -6,6 +6,7 @@
 // stops at the first problem: an operator fixing a file before a SIGHUP
 // should see every mistake at once, not one per attempt.
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <charconv>
 #include <cstring>
