@@ -18,6 +18,9 @@
 namespace artifactfs::index {
 
 struct FlushThread::Impl {
+  Impl(Index& i, std::chrono::milliseconds every, std::function<void(const std::vector<ArtifactId>&)> after)
+      : index(i), interval(every), after_flush(std::move(after)) {}
+
   Index& index;
   std::chrono::milliseconds interval;
   std::function<void(const std::vector<ArtifactId>&)> after_flush;
@@ -56,7 +59,7 @@ struct FlushThread::Impl {
 
 FlushThread::FlushThread(Index& index, std::chrono::milliseconds interval,
                          std::function<void(const std::vector<ArtifactId>&)> after_flush)
-    : impl_(new Impl{index, interval, std::move(after_flush)}) {
+    : impl_(std::make_unique<Impl>(index, interval, std::move(after_flush))) {
   impl_->worker = std::thread([impl = impl_.get()] { impl->run(); });
 }
 
