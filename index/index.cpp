@@ -25,6 +25,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <atomic>
 #include <mutex>
 #include <unordered_map>
 
@@ -97,6 +98,9 @@ struct Index::Impl {
   Totals totals;
   Usage outside;
   Stats stats;
+  bool meta_dirty = false;  // totals, outside or stats changed since written
+  // A structural write committed since the last sync (MDB_NOSYNC).
+  std::atomic<bool> unsynced{false};
 
   // --- helpers -----------------------------------------------------------------
 
@@ -203,10 +207,18 @@ struct Index::Impl {
       t = totals;
       o = outside;
       s = stats;
+      meta_dirty = false;
     }
     txn.put(meta, kMetaTotals, codec::usage_value(t.usage));
     txn.put(meta, kMetaOutside, codec::usage_value(o));
     txn.put(meta, kMetaStats, codec::stats_value(s));
+  }
+
+  // A structural write: committed now, synced by the next flush().
+  template <typename Fn>
+  void write(Fn&& fn) {
+    env.write(std::forward<Fn>(fn));
+    unsynced = true;
   }
 
   void open_tables();
@@ -313,7 +325,15 @@ std::vector<ArtifactRecord> Index::least_recently_used(std::size_t limit,
   return m.read_merged([&](const lmdb::Txn& txn) {
     std::vector<ArtifactRecord> out;
     lmdb::Cursor cursor(txn, m.lru);
-    std::string start = after ? codec::lru_key(after->first, after->second) : std::string();
+    std::string start;
+    if (after) {
+      // A caller that pages with a merged (newer, unflushed) last access
+      // would skip what lies between; continue from where the record
+      // really sits when that is earlier.
+      TimeNs from = after->first;
+      if (auto rec = m.load_record(txn, after->second); rec && rec->last_access < from) from = rec->last_access;
+      start = codec::lru_key(from, after->second);
+    }
     auto entry = cursor.seek(start);
     if (entry && after && entry->first == start) entry = cursor.next();
     for (; entry && out.size() < limit; entry = cursor.next()) {
@@ -393,6 +413,7 @@ void Index::charge(ArtifactId id, const Usage& delta) {
   std::lock_guard lock(impl_->pending_mutex);
   if (id == kOutside) {
     impl_->outside += delta;
+    impl_->meta_dirty = true;
   } else {
     impl_->pending[id].usage += delta;
   }
@@ -401,11 +422,13 @@ void Index::charge(ArtifactId id, const Usage& delta) {
 void Index::charge_total(const Usage& delta) {
   std::lock_guard lock(impl_->pending_mutex);
   impl_->totals.usage += delta;
+  impl_->meta_dirty = true;
 }
 
 void Index::count(Stat which, std::uint64_t n) {
   std::lock_guard lock(impl_->pending_mutex);
   auto& s = impl_->stats;
+  impl_->meta_dirty = true;
   switch (which) {
     case Stat::hits: s.hits += n; break;
     case Stat::misses: s.misses += n; break;
@@ -423,7 +446,7 @@ ArtifactId Index::add_artifact(std::string_view name, TimeNs created, const Usag
   auto& m = *impl_;
   m.check_name(name);
   ArtifactId id = 0;
-  m.env.write([&](lmdb::WriteTxn& txn) {
+  m.write([&](lmdb::WriteTxn& txn) {
     if (m.lookup_name(txn, name)) throw IndexError("artifact name already in the index: " + std::string(name));
     id = m.meta_u64(txn, kMetaNextId);
     txn.put(m.meta, kMetaNextId, codec::u64_value(id + 1));
@@ -440,7 +463,7 @@ ArtifactId Index::add_artifact(std::string_view name, TimeNs created, const Usag
 void Index::rename_artifact(ArtifactId id, std::string_view new_name) {
   auto& m = *impl_;
   m.check_name(new_name);
-  m.env.write([&](lmdb::WriteTxn& txn) {
+  m.write([&](lmdb::WriteTxn& txn) {
     auto rec = m.load_existing(txn, id);
     if (rec.name == new_name) return;
     if (m.lookup_name(txn, new_name)) {
@@ -457,7 +480,7 @@ void Index::rename_artifact(ArtifactId id, std::string_view new_name) {
 std::optional<ArtifactRecord> Index::remove_artifact(ArtifactId id) {
   auto& m = *impl_;
   std::optional<ArtifactRecord> removed;
-  m.env.write([&](lmdb::WriteTxn& txn) {
+  m.write([&](lmdb::WriteTxn& txn) {
     removed = m.load_record(txn, id);
     if (!removed) return;
     m.erase_record(txn, *removed);
@@ -480,7 +503,7 @@ std::optional<ArtifactRecord> Index::remove_artifact(ArtifactId id) {
 
 void Index::set_pinned(ArtifactId id, bool pinned) {
   auto& m = *impl_;
-  m.env.write([&](lmdb::WriteTxn& txn) {
+  m.write([&](lmdb::WriteTxn& txn) {
     auto rec = m.load_existing(txn, id);
     if (rec.pinned == pinned) return;
     rec.pinned = pinned;
@@ -490,7 +513,7 @@ void Index::set_pinned(ArtifactId id, bool pinned) {
 
 void Index::set_links(InodeNumber ino, const LinkSet& links) {
   auto& m = *impl_;
-  m.env.write([&](lmdb::WriteTxn& txn) {
+  m.write([&](lmdb::WriteTxn& txn) {
     if (links.empty()) {
       txn.del(m.links, codec::be64(ino));
     } else {
@@ -511,6 +534,11 @@ std::vector<ArtifactId> Index::Impl::flush() {
   Batch batch;
   {
     std::lock_guard lock(pending_mutex);
+    if (pending.empty() && !meta_dirty) {
+      // Nothing to write: an idle flush thread must not touch the disk.
+      if (unsynced.exchange(false)) env.sync();
+      return {};
+    }
     batch.swap(pending);
     in_flight = &batch;
     in_flight_txn = kNotCommitted;
@@ -549,6 +577,8 @@ std::vector<ArtifactId> Index::Impl::flush() {
     std::lock_guard lock(pending_mutex);
     for (const auto& [id, p] : batch) pending[id].add(p);
     in_flight = nullptr;
+    in_flight_txn = kNotCommitted;
+    meta_dirty = true;
     throw;
   }
   {
@@ -557,6 +587,7 @@ std::vector<ArtifactId> Index::Impl::flush() {
     in_flight_txn = kNotCommitted;
     last_cleared_txn = committed;
   }
+  unsynced = false;
   env.sync();
   std::sort(changed.begin(), changed.end());
   return changed;
@@ -603,7 +634,7 @@ class Index::Impl::RebuildImpl final : public Index::Rebuild {
 void Index::Impl::RebuildImpl::apply_chunk() {
   std::vector<ArtifactId> ids;
   std::uint64_t count = 0;
-  m_.env.write([&](lmdb::WriteTxn& txn) {
+  m_.write([&](lmdb::WriteTxn& txn) {
     ids.clear();
     // The walk reports every multiply-linked inode, so the old table goes.
     if (!links_cleared_) txn.clear(m_.links);
@@ -654,7 +685,7 @@ void Index::Impl::RebuildImpl::remove_unseen() {
     std::vector<ArtifactId> removed;
     std::uint64_t count = 0;
     ArtifactId next_resume = 0;
-    m_.env.write([&](lmdb::WriteTxn& txn) {
+    m_.write([&](lmdb::WriteTxn& txn) {
       removed.clear();
       done = true;
       std::vector<ArtifactRecord> victims;

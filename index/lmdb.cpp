@@ -168,9 +168,17 @@ Env::Env(const std::filesystem::path& dir, std::uint64_t initial_map_size, unsig
   };
   if ((rc = mdb_env_set_mapsize(env_, initial_map_size)) != 0) fail(rc, "set map size");
   if ((rc = mdb_env_set_maxdbs(env_, max_dbs)) != 0) fail(rc, "set max tables");
+  // MDB_NOTLS takes one reader slot per open read transaction, not per
+  // thread; leave room for many FUSE worker threads.
+  if ((rc = mdb_env_set_maxreaders(env_, 1024)) != 0) fail(rc, "set max readers");
   // NOSYNC: flush() decides when data reaches the disk. NOTLS: read
   // transactions are not tied to the thread that began them.
   if ((rc = mdb_env_open(env_, dir.c_str(), MDB_NOSYNC | MDB_NOTLS, 0644)) != 0) fail(rc, "open");
+  // A killed previous owner leaves its reader slots behind; they would pin
+  // old pages and make the file grow.
+  int stale = 0;
+  if ((rc = mdb_reader_check(env_, &stale)) != 0) fail(rc, "check readers");
+  if (stale > 0) spdlog::info("index {}: cleared {} stale reader slots", dir.string(), stale);
 }
 
 Env::~Env() {

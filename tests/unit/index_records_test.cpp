@@ -395,3 +395,20 @@ TEST_CASE("index: rebuild larger than one chunk", "[index]") {
   CHECK(n == kOld / 2 + 500);
   CHECK(index->least_recently_used(100000).size() == kOld / 2 + 500);
 }
+
+TEST_CASE("index: paging with an unflushed access on the cursor record skips nothing", "[index]") {
+  TempDir tmp;
+  auto index = Index::open(tmp.index_dir());
+  std::vector<ArtifactId> ids;
+  for (int i = 0; i < 6; ++i) ids.push_back(index->add_artifact("n" + std::to_string(i), 10 * (i + 1), {}));
+  auto first = index->least_recently_used(2);
+  REQUIRE(first.size() == 2);
+  // The record that ends the page is read again, merged, with a newer time.
+  index->record_access(first.back().id, 1000);
+  auto cursor_rec = index->get(first.back().id);
+  REQUIRE(cursor_rec->last_access == 1000);
+  auto rest = index->least_recently_used(10, std::pair{cursor_rec->last_access, cursor_rec->id});
+  std::vector<ArtifactId> got;
+  for (const auto& r : rest) got.push_back(r.id);
+  CHECK(got == std::vector<ArtifactId>(ids.begin() + 2, ids.end()));
+}
