@@ -57,8 +57,10 @@ def mountinfo() -> list[dict]:
             left, _, right = line.rstrip("\n").partition(" - ")
             lf = left.split(" ")
             rf = right.split(" ")
+            major, _, minor = lf[2].partition(":")
             entries.append({
                 "id": int(lf[0]),
+                "dev": os.makedev(int(major), int(minor)),
                 "mountpoint": _unescape_mountinfo(lf[4]),
                 "fstype": rf[0] if rf else "",
                 "source": _unescape_mountinfo(rf[1]) if len(rf) > 1 else "",
@@ -69,6 +71,23 @@ def mountinfo() -> list[dict]:
 def fuse_mounts_at(path) -> list[dict]:
     p = os.path.realpath(str(path))
     return [e for e in mountinfo() if e["mountpoint"] == p and e["fstype"].startswith("fuse")]
+
+
+def _stat_dev(path, timeout: float):
+    """st_dev of path, or None on error or if stat does not answer in time."""
+    box = []
+
+    def go():
+        try:
+            os.statvfs(path)  # always answered by the daemon, never by a cache
+            box.append(os.stat(path).st_dev)
+        except OSError:
+            box.append(None)
+
+    t = threading.Thread(target=go, daemon=True)
+    t.start()
+    t.join(timeout)
+    return box[0] if box else None
 
 
 def is_fuse_mounted(path) -> bool:
@@ -182,7 +201,6 @@ class Mount:
         if not os.access(binary, os.X_OK):
             raise DaemonFailed(f"artifactfs binary not found or not executable: {binary} "
                                "(set ARTIFACTFS_BIN or build /work/main/build)")
-        before = {e["id"] for e in mountinfo()}
         self.starts += 1
         self.stderr_path = self.base / f"daemon-{self.starts}.stderr"
         out = open(self.base / f"daemon-{self.starts}.stdout", "wb")
@@ -198,9 +216,10 @@ class Mount:
         deadline = time.monotonic() + timeout
         mp = os.path.realpath(self.mnt)
         while True:
-            new = [e for e in mountinfo() if e["id"] not in before and e["mountpoint"] == mp
-                   and e["fstype"].startswith("fuse")]
-            if new:
+            # Ready when the mountpoint answers statfs and stat from a FUSE
+            # mount (a dead mount left by a killed daemon answers ENOTCONN).
+            devs = {e["dev"] for e in fuse_mounts_at(mp)}
+            if devs and _stat_dev(mp, 2.0) in devs:
                 return self
             rc = self.proc.poll()
             if rc is not None:
@@ -436,7 +455,7 @@ def assert_accounting(m: Mount, depth: int = 1, keep: list[str] | tuple = (),
     of STORE/data. Returns {key: facts}."""
     keys = artifact_keys(m.data, depth, keep)
     if expect_keys is not None:
-        assert sorted(keys) == sorted(expect_keys), "data tree does not hold the expected artifacts"
+        assert sorted(keys) == sorted(expect_keys), f"data tree holds artifacts {sorted(keys)}, expected {sorted(expect_keys)}"
     problems = []
     result = {}
     for key in keys:

@@ -129,8 +129,8 @@ def test_accounting_depth3(mount_factory, src, tarball):
          "promoted": "ns1/y/promoted", "alias": "ns2/y/alias"}
     workload(m, P.__getitem__, src, tarball)
     # entries above the artifact depth belong to no artifact but count in totals
-    (m.mnt / "ns1" / "stray-file").write_bytes(b"s" * 9000)
-    (m.mnt / "ns2" / "x" / "stray-at-2").write_bytes(b"t" * 100)
+    (m.mnt / "top-stray").write_bytes(b"s" * 9000)
+    (m.mnt / "ns2" / "stray-at-2").write_bytes(b"t" * 100)
     assert_accounting(m, 3)
     # a namespace rename moves every artifact below it
     os.rename(m.mnt / "ns1" / "x", m.mnt / "ns1" / "renamed")
@@ -275,3 +275,32 @@ for i in range(n):
     assert_accounting(m, 1, expect_keys=[f"w{i}" for i in range(4)])
     m.remount()
     assert_accounting(m, 1, expect_keys=[f"w{i}" for i in range(4)])
+
+
+@pytest.mark.parametrize("depth", [1, 3])
+def test_changes_after_remount(mount_factory, depth):
+    """After a clean remount, further changes are charged from the right
+    starting point: new artifacts, new entries inside existing artifacts and
+    namespaces, removals."""
+    P = (lambda n: n) if depth == 1 else (lambda n: f"ns/x/{n}")
+    m = mount_factory(depth=depth)
+    (m.mnt / P("old")).mkdir(parents=True)
+    (m.mnt / P("old") / "d").mkdir()
+    (m.mnt / P("old") / "d" / "f").write_bytes(os.urandom(20_000))
+    (m.mnt / P("other")).mkdir()
+    assert_accounting(m, depth)
+    m.remount()
+    steps = [
+        ("mkdir new artifact", lambda: (m.mnt / P("new")).mkdir()),
+        ("mkdir in artifact root", lambda: (m.mnt / P("old") / "d2").mkdir()),
+        ("create in artifact subdir", lambda: (m.mnt / P("old") / "d" / "g").write_bytes(b"g" * 9000)),
+        ("create in empty artifact", lambda: (m.mnt / P("other") / "h").write_bytes(b"h")),
+        ("unlink", lambda: os.unlink(m.mnt / P("old") / "d" / "f")),
+        ("rmdir artifact", lambda: os.rmdir(m.mnt / P("new"))),
+    ]
+    for what, step in steps:
+        step()
+        try:
+            assert_accounting(m, depth)
+        except AssertionError as e:
+            raise AssertionError(f"after remount, step '{what}':\n{e}") from None

@@ -185,9 +185,12 @@ def test_kill9_then_mount_again(mount_factory, base):
     snap = harness.snapshot(m.data, mtimes=True)
     old_pid = m.pid
     m.kill9()
-    with pytest.raises(OSError) as ei:
-        os.stat(m.mnt)
-    assert ei.value.errno == errno.ENOTCONN
+    # (listdir and statvfs always ask the daemon; stat of the root may be
+    # answered from the kernel's attribute cache)
+    for probe in (os.listdir, os.statvfs):
+        with pytest.raises(OSError) as ei:
+            probe(m.mnt)
+        assert ei.value.errno == errno.ENOTCONN
     assert len(harness.fuse_mounts_at(m.mnt)) == 1, "the dead mount should still be there"
     assert (m.store / "lock").read_text().split()[0] == str(old_pid)
     # mount again over the dead mount: the daemon clears it and reconciles
@@ -205,3 +208,23 @@ def test_kill9_then_mount_again(mount_factory, base):
     assert_accounting(m, 1, expect_keys=["art", "art2", "art3"])
     m.remount()
     assert_accounting(m, 1, expect_keys=["art", "art2", "art3"])
+
+
+def test_kill9_with_cached_root_attributes(mount_factory):
+    """The kernel still holds the root's attributes when the daemon dies
+    (stat of the dead mount's root then succeeds from the cache); mounting
+    again must still clear the dead mount instead of stacking on it."""
+    m = mount_factory(depth=1)
+    (m.mnt / "art").mkdir()
+    (m.mnt / "art" / "f").write_bytes(b"f")
+    os.stat(m.mnt)
+    m.kill9()
+    with pytest.raises(OSError) as ei:
+        os.listdir(m.mnt)
+    assert ei.value.errno == errno.ENOTCONN
+    m.start()
+    assert len(harness.fuse_mounts_at(m.mnt)) == 1, \
+        f"new mount stacked on the dead one: {harness.fuse_mounts_at(m.mnt)}\n{m.stderr_text()}"
+    assert os.listdir(m.mnt) == ["art"]
+    assert m.unmount() == 0
+    assert not harness.fuse_mounts_at(m.mnt), "a dead mount is left behind after unmounting"

@@ -244,8 +244,8 @@ def test_renameat2_noreplace_and_exchange(twin):
     assert r[0] == ("err", "EEXIST")
     assert r[1] == (b"A", b"B")
     assert r[2] == ("ok", None) and r[3] == ["b", "c"]
-    assert r[4] == ("ok", None) and r[5] == (b"B", b"A")
-    assert r[6] == ("ok", None) and r[7] == (True, ["inner"], b"B")
+    assert r[4] == ("ok", None) and r[5] == (b"A", b"B")
+    assert r[6] == ("ok", None) and r[7] == (True, ["inner"], b"A")
     assert r[8] == ("err", "ENOENT")
 
 

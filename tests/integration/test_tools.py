@@ -68,23 +68,37 @@ def test_tar_round_trip(mnt, plain, src):
     assert_same_tree(src, plain / "y", mtimes=True)
 
 
+def test_rsync_aHX_into_artifact_root(mnt, plain, src):
+    """Publishing an artifact with `rsync -aHX SRC/ MNT/KEY/`: rsync makes
+    the xattrs of KEY itself equal to SRC's, so it meets the artifact facts."""
+    need("rsync")
+    r = run(["rsync", "-aHX", f"{src}/", f"{mnt.mnt / 'key'}/"])
+    assert r.returncode == 0, f"rsync -aHX into the artifact root exited {r.returncode}:\n{r.stderr}"
+    assert_same_tree(src, mnt.mnt / "key", mtimes=True)
+    r = run(["rsync", "-aHX", "--itemize-changes", f"{src}/", f"{mnt.mnt / 'key'}/"])
+    assert r.returncode == 0 and r.stdout.strip() == "", f"second rsync: {r.stdout}{r.stderr}"
+
+
 def test_rsync_aHX(mnt, plain, src):
     need("rsync")
-    check(["rsync", "-aHX", f"{src}/", f"{mnt.mnt / 'r'}/"])
-    check(["rsync", "-aHX", f"{src}/", f"{plain / 'r'}/"])
-    assert_same_tree(plain / "r", mnt.mnt / "r", mtimes=True)
-    assert_same_tree(src, mnt.mnt / "r", mtimes=True)
+    # into a directory inside an artifact (see the test above for the root)
+    (mnt.mnt / "art").mkdir()
+    (plain / "art").mkdir()
+    mnt_r, plain_r = mnt.mnt / "art" / "r", plain / "art" / "r"
+    check(["rsync", "-aHX", f"{src}/", f"{mnt_r}/"])
+    check(["rsync", "-aHX", f"{src}/", f"{plain_r}/"])
+    assert_same_tree(plain_r, mnt_r, mtimes=True)
+    assert_same_tree(src, mnt_r, mtimes=True)
     # A second run finds nothing to do, even comparing checksums.
-    again = check(["rsync", "-aHX", "--checksum", "--itemize-changes", f"{src}/",
-                   f"{mnt.mnt / 'r'}/"])
+    again = check(["rsync", "-aHX", "--checksum", "--itemize-changes", f"{src}/", f"{mnt_r}/"])
     assert again.strip() == "", f"second rsync still transferred:\n{again}"
     # Changes propagate: modify the source, sync, compare.
     (src / "lib" / "pkg" / "mod03.py").write_bytes(b"changed")
     os.unlink(src / "secret")
-    check(["rsync", "-aHX", "--delete", f"{src}/", f"{mnt.mnt / 'r'}/"])
-    assert_same_tree(src, mnt.mnt / "r", mtimes=True)
+    check(["rsync", "-aHX", "--delete", f"{src}/", f"{mnt_r}/"])
+    assert_same_tree(src, mnt_r, mtimes=True)
     # And out of the mount again.
-    check(["rsync", "-aHX", f"{mnt.mnt / 'r'}/", f"{plain / 'back'}/"])
+    check(["rsync", "-aHX", f"{mnt_r}/", f"{plain / 'back'}/"])
     assert_same_tree(src, plain / "back", mtimes=True)
 
 
