@@ -1,0 +1,339 @@
+// Keeps the index's usage exact by incremental updates: every inode's usage
+// is charged to the artifact that contains it (or to "outside"), and to the
+// store totals once. An inode with several names may lie in several
+// artifacts; the index's link table says where, so that each artifact
+// counts it once and the totals count it once, as `du` does.
+//
+// Callers hold namespace_mutex_ for every change of names; recharge() after
+// writes does not need it (see filesystem.hpp).
+#include <dirent.h>
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <string>
+#include <vector>
+
+#include "fs/filesystem.hpp"
+
+namespace artifactfs::fs {
+
+namespace {
+
+index::Usage usage_of(const struct stat& st) {
+  return {static_cast<std::int64_t>(st.st_blocks) * 512, static_cast<std::int64_t>(st.st_size),
+          S_ISDIR(st.st_mode) ? 0 : 1};
+}
+
+bool shared_inode(const struct stat& st) { return !S_ISDIR(st.st_mode) && st.st_nlink > 1; }
+
+}  // namespace
+
+std::vector<SubtreeEntry> walk_subtree(int dirfd, const std::string& name) {
+  std::vector<SubtreeEntry> entries;
+  struct stat st;
+  if (fstatat(dirfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return entries;
+  entries.push_back({"", st});
+  if (!S_ISDIR(st.st_mode)) return entries;
+  // Depth-first with an explicit stack of (directory fd, relative path).
+  std::vector<std::pair<int, std::string>> stack;
+  int top = openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (top < 0) return entries;
+  stack.emplace_back(top, "");
+  while (!stack.empty()) {
+    auto [fd, rel] = stack.back();
+    stack.pop_back();
+    DIR* dir = fdopendir(fd);
+    if (!dir) {
+      close(fd);
+      continue;
+    }
+    while (dirent* de = readdir(dir)) {
+      std::string child = de->d_name;
+      if (child == "." || child == "..") continue;
+      struct stat cst;
+      if (fstatat(fd, child.c_str(), &cst, AT_SYMLINK_NOFOLLOW) != 0) continue;
+      std::string child_rel = rel.empty() ? child : rel + "/" + child;
+      entries.push_back({child_rel, cst});
+      if (S_ISDIR(cst.st_mode)) {
+        int cfd = openat(fd, child.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (cfd >= 0) stack.emplace_back(cfd, child_rel);
+      }
+    }
+    closedir(dir);
+  }
+  return entries;
+}
+
+index::ArtifactId Filesystem::owner_id(const Inode& inode) const {
+  std::lock_guard lock(inodes_.mutex());
+  return inode.artifact ? inode.artifact->id : index::kOutside;
+}
+
+index::ArtifactId Filesystem::owner_of_child(const Inode& parent, const std::string& name) const {
+  switch (role_of_child(parent, name)) {
+    case Role::member:
+      return owner_id(parent);
+    case Role::artifact: {
+      auto path = child_path(parent, name);
+      if (!path) return index::kOutside;
+      return index_.find(*path).value_or(index::kOutside);
+    }
+    default:
+      return index::kOutside;
+  }
+}
+
+void Filesystem::recharge(const InodePtr& inode) {
+  struct stat st;
+  {
+    std::lock_guard lock(inode->mutex);
+    if (inode->fd < 0 || fstat(inode->fd, &st) != 0) return;
+  }
+  recharge(inode, st);
+}
+
+void Filesystem::recharge(const InodePtr& inode, const struct stat& now) {
+  index::Usage delta;
+  {
+    std::lock_guard lock(inode->mutex);
+    index::Usage current = usage_of(now);
+    delta = current;
+    delta += -inode->accounted;
+    inode->accounted = current;
+  }
+  if (delta == index::Usage{}) return;
+  // An open file with no names left is no longer part of the tree.
+  if (!S_ISDIR(now.st_mode) && now.st_nlink == 0) return;
+  if (shared_inode(now)) {
+    if (auto links = index_.links(now.st_ino)) {
+      for (const auto& [owner, count] : *links) {
+        if (count > 0) index_.charge(owner, delta);
+      }
+    } else {
+      index_.charge(owner_id(*inode), delta);
+    }
+  } else {
+    index_.charge(owner_id(*inode), delta);
+  }
+  index_.charge_total(delta);
+  if (delta.disk_bytes > 0) notify_usage_grew();
+}
+
+void Filesystem::ensure_record(const Inode& parent, const std::string& name) {
+  if (role_of_child(parent, name) != Role::artifact) return;
+  auto path = child_path(parent, name);
+  if (!path) return;
+  // A record left by an entry that vanished without our seeing it.
+  if (auto stale = index_.find(*path)) index_.remove_artifact(*stale);
+  index_.add_artifact(*path, now_ns(), {});
+}
+
+void Filesystem::charge_new(const Inode&, const Inode& child, const struct stat& st) {
+  index::Usage usage = usage_of(st);
+  index_.charge(owner_id(child), usage);
+  index_.charge_total(usage);
+  if (usage.disk_bytes > 0) notify_usage_grew();
+}
+
+void Filesystem::charge_unlinked(const Inode& parent, const std::string& name, const struct stat& before) {
+  Role role = role_of_child(parent, name);
+  index::ArtifactId owner = owner_of_child(parent, name);
+  index::Usage usage = usage_of(before);
+  if (shared_inode(before)) {
+    index::LinkSet links = index_.links(before.st_ino).value_or(index::LinkSet{{owner, before.st_nlink}});
+    auto it = links.find(owner);
+    if (it != links.end() && --it->second == 0) {
+      links.erase(it);
+      index_.charge(owner, -usage);
+    }
+    std::uint64_t remaining = 0;
+    for (const auto& [id, count] : links) remaining += count;
+    // Back to one name: the path alone says where it is.
+    index_.set_links(before.st_ino, remaining > 1 ? links : index::LinkSet{});
+  } else {
+    index_.charge(owner, -usage);
+    index_.charge_total(-usage);
+  }
+  if (role == Role::artifact && owner != index::kOutside) {
+    index_.remove_artifact(owner);
+    artifacts_.erase(owner);
+  }
+}
+
+void Filesystem::charge_linked(const Inode& inode, const struct stat& before, const Inode& new_parent,
+                               const std::string& new_name) {
+  index::ArtifactId new_owner = owner_of_child(new_parent, new_name);
+  index::ArtifactId old_owner = owner_id(inode);
+  index::LinkSet links =
+      index_.links(before.st_ino).value_or(index::LinkSet{{old_owner, static_cast<std::uint32_t>(before.st_nlink)}});
+  if (links[new_owner]++ == 0) index_.charge(new_owner, usage_of(before));
+  index_.set_links(before.st_ino, links);
+}
+
+// Owners of every entry of a subtree whose top is `name` in `parent`, as the
+// layout assigns them there. With `create`, artifact records are made for
+// artifact roots in the subtree; otherwise existing records are looked up.
+std::vector<index::ArtifactId> Filesystem::owners_in(const Inode& parent, const std::string& name,
+                                                    const std::vector<SubtreeEntry>& entries, bool create,
+                                                    std::vector<index::ArtifactId>& roots) {
+  std::vector<index::ArtifactId> owners(entries.size(), index::kOutside);
+  Role role = role_of_child(parent, name);
+  auto base = child_path(parent, name);
+  if (!base) return owners;
+  auto record_for = [&](const std::string& path) -> index::ArtifactId {
+    if (!create) return index_.find(path).value_or(index::kOutside);
+    if (auto stale = index_.find(path)) index_.remove_artifact(*stale);
+    return index_.add_artifact(path, now_ns(), {});
+  };
+  if (role == Role::kept || role == Role::root) return owners;
+  if (role == Role::member) {
+    std::fill(owners.begin(), owners.end(), owner_id(parent));
+    return owners;
+  }
+  if (role == Role::artifact) {
+    index::ArtifactId id = record_for(*base);
+    if (id != index::kOutside) roots.push_back(id);
+    std::fill(owners.begin(), owners.end(), id);
+    return owners;
+  }
+  // A namespace: artifact roots lie `levels` below the top of the subtree.
+  const int levels = config_.layout.depth - (parent.depth + 1);
+  std::map<std::string, index::ArtifactId> root_ids;
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const std::string& rel = entries[i].rel;
+    if (rel.empty()) continue;
+    // The first `levels` components name the artifact root, if none is kept.
+    size_t pos = 0;
+    int depth = 0;
+    bool kept = false;
+    while (depth < levels) {
+      size_t slash = rel.find('/', pos);
+      std::string component = rel.substr(pos, slash == std::string::npos ? std::string::npos : slash - pos);
+      if (is_kept_name(component)) kept = true;
+      ++depth;
+      if (slash == std::string::npos) {
+        pos = rel.size();
+        break;
+      }
+      pos = slash + 1;
+    }
+    if (kept || depth < levels) continue;
+    std::string root_rel = pos >= rel.size() ? rel : rel.substr(0, pos - 1);
+    auto [it, inserted] = root_ids.try_emplace(root_rel, index::kOutside);
+    if (inserted) {
+      it->second = record_for(*base + "/" + root_rel);
+      if (it->second != index::kOutside) roots.push_back(it->second);
+    }
+    owners[i] = it->second;
+  }
+  return owners;
+}
+
+// Moves usage between owners entry by entry; link counts follow each name.
+void Filesystem::move_usage(const std::vector<SubtreeEntry>& entries, const std::vector<index::ArtifactId>& from,
+                            const std::vector<index::ArtifactId>& to) {
+  for (size_t i = 0; i < entries.size(); ++i) {
+    if (from[i] == to[i]) continue;
+    const struct stat& st = entries[i].st;
+    index::Usage usage = usage_of(st);
+    if (shared_inode(st)) {
+      index::LinkSet links =
+          index_.links(st.st_ino).value_or(index::LinkSet{{from[i], static_cast<std::uint32_t>(st.st_nlink)}});
+      auto it = links.find(from[i]);
+      if (it != links.end() && --it->second == 0) {
+        links.erase(it);
+        index_.charge(from[i], -usage);
+      }
+      if (links[to[i]]++ == 0) index_.charge(to[i], usage);
+      index_.set_links(st.st_ino, links);
+    } else {
+      index_.charge(from[i], -usage);
+      index_.charge(to[i], usage);
+    }
+  }
+}
+
+void Filesystem::charge_renamed(const InodePtr& old_parent, const std::string& old_name, const InodePtr& new_parent,
+                                const std::string& new_name, const struct stat& moved) {
+  Role from = role_of_child(*old_parent, old_name);
+  Role to = role_of_child(*new_parent, new_name);
+  auto old_path = child_path(*old_parent, old_name);
+  auto new_path = child_path(*new_parent, new_name);
+  inodes_.renamed(moved.st_ino, new_parent->ino, new_name);
+  if (!old_path || !new_path) return;
+
+  // Fast paths: the common renames keep every artifact's identity.
+  if (from == Role::artifact && to == Role::artifact) {  // publish: tmp name -> key
+    if (auto id = index_.find(*old_path)) index_.rename_artifact(*id, *new_path);
+    return;
+  }
+  if (from == Role::member && to == Role::member && owner_id(*old_parent) == owner_id(*new_parent)) return;
+  bool outside_both = (from == Role::kept || from == Role::namespace_) && (to == Role::kept || to == Role::namespace_);
+  if (outside_both && (!S_ISDIR(moved.st_mode) || (from == Role::kept && to == Role::kept))) return;
+  if (from == Role::namespace_ && to == Role::namespace_ && old_parent->depth == new_parent->depth) {
+    std::vector<std::pair<index::ArtifactId, std::string>> renames;
+    std::string prefix = *old_path + "/";
+    index_.for_each_with_prefix(prefix, [&](const index::ArtifactRecord& r) {
+      renames.emplace_back(r.id, *new_path + "/" + r.name.substr(prefix.size()));
+    });
+    for (const auto& [id, name] : renames) index_.rename_artifact(id, name);
+    return;
+  }
+
+  // Anything else changes which artifact some entries belong to: walk it.
+  int new_parent_fd = fd_of(new_parent);
+  std::vector<SubtreeEntry> entries = walk_subtree(new_parent_fd, new_name);
+  std::vector<index::ArtifactId> old_roots, new_roots;
+  auto before = owners_in(*old_parent, old_name, entries, false, old_roots);
+  for (index::ArtifactId id : old_roots) {
+    index_.remove_artifact(id);
+    artifacts_.erase(id);
+  }
+  auto after = owners_in(*new_parent, new_name, entries, true, new_roots);
+  move_usage(entries, before, after);
+  replace_subtree(moved.st_ino);
+}
+
+void Filesystem::charge_exchanged(const InodePtr& parent, const std::string& name, const struct stat& first,
+                                  const InodePtr& new_parent, const std::string& new_name,
+                                  const struct stat& second) {
+  Role a = role_of_child(*parent, name);
+  Role b = role_of_child(*new_parent, new_name);
+  auto path_a = child_path(*parent, name);
+  auto path_b = child_path(*new_parent, new_name);
+  inodes_.renamed(first.st_ino, new_parent->ino, new_name);
+  inodes_.renamed(second.st_ino, parent->ino, name);
+  if (!path_a || !path_b) return;
+  if (a == Role::artifact && b == Role::artifact) {
+    auto id_a = index_.find(*path_a);
+    auto id_b = index_.find(*path_b);
+    if (id_a) index_.rename_artifact(*id_a, *path_a + "\x01swap");
+    if (id_b) index_.rename_artifact(*id_b, *path_a);
+    if (id_a) index_.rename_artifact(*id_a, *path_b);
+    return;
+  }
+  if (a == b && (a != Role::member || owner_id(*parent) == owner_id(*new_parent)) && a != Role::namespace_) return;
+
+  // General case: detach both subtrees from where they were, then attach
+  // both where they are now.
+  auto entries_first = walk_subtree(fd_of(new_parent), new_name);
+  auto entries_second = walk_subtree(fd_of(parent), name);
+  std::vector<index::ArtifactId> roots;
+  auto before_first = owners_in(*parent, name, entries_first, false, roots);
+  auto before_second = owners_in(*new_parent, new_name, entries_second, false, roots);
+  for (index::ArtifactId id : roots) {
+    index_.remove_artifact(id);
+    artifacts_.erase(id);
+  }
+  roots.clear();
+  auto after_first = owners_in(*new_parent, new_name, entries_first, true, roots);
+  auto after_second = owners_in(*parent, name, entries_second, true, roots);
+  move_usage(entries_first, before_first, after_first);
+  move_usage(entries_second, before_second, after_second);
+  replace_subtree(first.st_ino);
+  replace_subtree(second.st_ino);
+}
+
+}  // namespace artifactfs::fs

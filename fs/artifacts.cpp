@@ -1,0 +1,191 @@
+// Artifacts as whole things: their paths, records made for entries the index
+// did not know, re-placing inodes after renames, eviction, and telling the
+// kernel about access times. Concurrency: see filesystem.hpp.
+#include <fcntl.h>
+#include <sys/statvfs.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <set>
+
+#include "fs/filesystem.hpp"
+#include "fs/notifier.hpp"
+#include "fs/trash.hpp"
+
+namespace artifactfs::fs {
+
+std::optional<std::string> Filesystem::child_path(const Inode& parent, const std::string& name) const {
+  if (parent.role == Role::root) return name;
+  auto base = inodes_.path_of(parent);
+  if (!base) return std::nullopt;
+  return *base + "/" + name;
+}
+
+index::ArtifactId Filesystem::adopt(const std::string& path, int parent_fd, const std::string& name) {
+  // Only reachable if the data tree was changed behind the daemon's back.
+  index::Usage usage;
+  std::set<ino_t> seen;
+  index::TimeNs created = now_ns();
+  for (const auto& entry : walk_subtree(parent_fd, name)) {
+    if (entry.rel.empty()) {
+      created = static_cast<index::TimeNs>(entry.st.st_ctim.tv_sec) * 1'000'000'000 + entry.st.st_ctim.tv_nsec;
+    }
+    if (!S_ISDIR(entry.st.st_mode) && entry.st.st_nlink > 1 && !seen.insert(entry.st.st_ino).second) continue;
+    usage += index::Usage{static_cast<std::int64_t>(entry.st.st_blocks) * 512, entry.st.st_size,
+                          S_ISDIR(entry.st.st_mode) ? 0 : 1};
+  }
+  spdlog::warn("artifact {} was missing from the index; added it ({} bytes on disk)", path, usage.disk_bytes);
+  return index_.add_artifact(path, created, usage);
+}
+
+int Filesystem::finish_create(const InodePtr& parent, const char* name, fuse_entry_param& e, InodePtr* out) {
+  ensure_record(*parent, name);
+  InodePtr inode;
+  int err = do_lookup(parent, name, e, &inode);
+  if (err) return err;
+  if (!inode) return EIO;
+  charge_new(*parent, *inode, e.attr);
+  recharge(parent);
+  if (out) *out = inode;
+  return 0;
+}
+
+void Filesystem::replace_subtree(ino_t top) {
+  auto moved = inodes_.subtree(top);
+  // Parents before children: sort by the length of the recorded path.
+  std::vector<std::pair<size_t, InodePtr>> ordered;
+  for (auto& inode : moved) {
+    auto path = inodes_.path_of(*inode);
+    ordered.emplace_back(path ? std::count(path->begin(), path->end(), '/') : 0, inode);
+  }
+  std::sort(ordered.begin(), ordered.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  for (auto& entry : ordered) {
+    const InodePtr& inode = entry.second;
+    std::string name;
+    ino_t parent_ino;
+    {
+      std::lock_guard lock(inodes_.mutex());
+      name = inode->name;
+      parent_ino = inode->parent;
+    }
+    InodePtr parent = inodes_.find_backing(parent_ino);
+    if (!parent || name.empty()) continue;
+    Role role = role_of_child(*parent, name);
+    std::shared_ptr<LiveArtifact> live;
+    if (role == Role::artifact) {
+      if (auto path = child_path(*parent, name)) {
+        if (auto id = index_.find(*path)) live = artifacts_.get(*id);
+      }
+    } else if (role == Role::member) {
+      std::lock_guard lock(inodes_.mutex());
+      live = parent->artifact;
+    }
+    {
+      std::lock_guard lock(inodes_.mutex());
+      inode->depth = parent->depth + 1;
+      inode->role = role;
+      inode->artifact = live;
+    }
+    if (live) {
+      std::lock_guard lock(live->mutex);
+      live->members.push_back(inode);
+      if (role == Role::artifact) live->root = inode;
+    }
+  }
+}
+
+void Filesystem::notify_usage_grew() {
+  if (quota_) quota_->usage_grew();
+}
+
+quota::SpaceInfo Filesystem::backing_space() {
+  struct statvfs sv;
+  if (fstatvfs(data_fd_, &sv) != 0) return {};
+  return {static_cast<std::uint64_t>(sv.f_blocks) * sv.f_frsize, static_cast<std::uint64_t>(sv.f_bavail) * sv.f_frsize};
+}
+
+void Filesystem::wait_for_deletions() { trash_.drain(); }
+
+quota::EvictOutcome Filesystem::evict(index::ArtifactId id, index::Usage& freed) {
+  std::unique_lock ns(namespace_mutex_);
+  auto record = index_.get(id);
+  if (!record) return quota::EvictOutcome::missing;
+  std::shared_ptr<LiveArtifact> live = artifacts_.get(id);
+  {
+    std::lock_guard lock(live->mutex);
+    if (live->leases > 0) return quota::EvictOutcome::in_use;
+    live->evicted = true;  // from here on every lease on it fails
+  }
+  int err = trash_.take(data_fd_, record->name, id);
+  if (err != 0 && err != ENOENT) {
+    std::lock_guard lock(live->mutex);
+    live->evicted = false;
+    spdlog::error("could not evict {}: moving it to the trash failed: {}", record->name, std::strerror(err));
+    return quota::EvictOutcome::missing;
+  }
+  index_.remove_artifact(id);
+  index_.charge_total(-record->usage);
+  index_.count(index::Stat::evictions);
+  index_.count(index::Stat::bytes_evicted, static_cast<std::uint64_t>(std::max<std::int64_t>(0, record->usage.disk_bytes)));
+
+  // Close our descriptors on its inodes so that deleting them frees space
+  // now, not when the kernel forgets them.
+  std::vector<std::weak_ptr<Inode>> members;
+  InodePtr root;
+  {
+    std::lock_guard lock(live->mutex);
+    members.swap(live->members);
+    root = live->root.lock();
+  }
+  for (auto& weak : members) {
+    if (InodePtr inode = weak.lock()) {
+      std::lock_guard lock(inode->mutex);
+      inode->gone = true;
+      if (inode->fd >= 0) {
+        close(inode->fd);
+        inode->fd = -1;
+      }
+    }
+  }
+  artifacts_.erase(id);
+  ns.unlock();
+
+  if (root) {
+    ino_t parent_ino;
+    std::string name;
+    {
+      std::lock_guard lock(inodes_.mutex());
+      parent_ino = root->parent;
+      name = root->name;
+    }
+    if (!name.empty()) notifier_.entry_gone(inodes_.node_id(parent_ino), name);
+    inodes_.unlinked(parent_ino, name, root->ino);
+  }
+  spdlog::debug("evicted {} ({} bytes on disk)", record->name, record->usage.disk_bytes);
+  freed = record->usage;
+  return quota::EvictOutcome::evicted;
+}
+
+void Filesystem::access_times_changed(const std::vector<index::ArtifactId>& ids) {
+  for (index::ArtifactId id : ids) {
+    auto live = artifacts_.find(id);
+    if (!live) continue;
+    InodePtr root;
+    {
+      std::lock_guard lock(live->mutex);
+      root = live->root.lock();
+    }
+    if (!root) continue;
+    bool known;
+    {
+      std::lock_guard lock(inodes_.mutex());
+      known = root->nlookup > 0;
+    }
+    if (known) notifier_.attributes_changed(inodes_.node_id(root->ino));
+  }
+}
+
+}  // namespace artifactfs::fs

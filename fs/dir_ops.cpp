@@ -1,0 +1,174 @@
+// Directories: opendir, readdir and readdirplus, releasedir, fsyncdir,
+// mkdir, rmdir. Concurrency: see filesystem.hpp; a DirHandle has its own
+// mutex because readdir calls on one handle may arrive on several threads.
+#include <dirent.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "fs/creds.hpp"
+#include "fs/filesystem.hpp"
+#include "fs/handle.hpp"
+
+namespace artifactfs::fs {
+
+int Filesystem::opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  InodePtr inode = inode_of(ino);
+  if (!inode) return ESTALE;
+  Lease lease = lease_for(*inode);
+  if (!lease.valid()) return ENOENT;
+  int path_fd = fd_of(inode);
+  if (path_fd < 0) return ENOENT;
+  int fd = openat(path_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return errno;
+  auto handle = std::make_unique<DirHandle>();
+  handle->dir = fdopendir(fd);
+  if (!handle->dir) {
+    int err = errno;
+    close(fd);
+    return err;
+  }
+  handle->inode = inode;
+  if (lease.artifact()) {
+    index_.record_access(lease.artifact()->id, now_ns());
+    index_.count(index::Stat::hits);
+  }
+  handle->lease = std::move(lease);
+  fi->fh = reinterpret_cast<std::uint64_t>(handle.release());
+  if (fuse_reply_open(req, fi) != 0) {
+    std::unique_ptr<DirHandle> orphan(DirHandle::of(fi));
+    closedir(orphan->dir);
+  }
+  return 0;
+}
+
+int Filesystem::readdir(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi, bool plus) {
+  DirHandle* d = DirHandle::of(fi);
+  std::vector<char> buf(size);
+  size_t used = 0;
+  int err = 0;
+  {
+    std::lock_guard lock(d->mutex);
+    if (off != d->offset) {
+      seekdir(d->dir, off);
+      d->entry = nullptr;
+      d->offset = off;
+    }
+    for (;;) {
+      if (!d->entry) {
+        errno = 0;
+        d->entry = ::readdir(d->dir);
+        if (!d->entry) {
+          err = errno;
+          break;
+        }
+      }
+      const char* name = d->entry->d_name;
+      off_t next = d->entry->d_off;
+      size_t entsize;
+      if (plus) {
+        fuse_entry_param e;
+        bool dots = std::strcmp(name, ".") == 0 || std::strcmp(name, "..") == 0;
+        if (dots) {
+          // The kernel does not look these up; no reference is taken.
+          std::memset(&e, 0, sizeof e);
+          e.attr.st_ino = d->entry->d_ino;
+          e.attr.st_mode = static_cast<mode_t>(d->entry->d_type) << 12;
+        } else {
+          int lerr = do_lookup(d->inode, name, e);
+          if (lerr || e.ino == 0) {  // vanished since readdir saw it
+            d->entry = nullptr;
+            d->offset = next;
+            continue;
+          }
+        }
+        entsize = fuse_add_direntry_plus(req, buf.data() + used, size - used, name, &e, next);
+        if (entsize > size - used) {
+          if (!dots) forget(e.ino, 1);  // did not fit: the kernel never saw it
+          break;
+        }
+      } else {
+        struct stat st {};
+        st.st_ino = d->entry->d_ino;
+        st.st_mode = static_cast<mode_t>(d->entry->d_type) << 12;
+        entsize = fuse_add_direntry(req, buf.data() + used, size - used, name, &st, next);
+        if (entsize > size - used) break;
+      }
+      used += entsize;
+      d->entry = nullptr;
+      d->offset = next;
+    }
+  }
+  // An error after some entries were returned is reported by the next call.
+  if (err && used == 0) return err;
+  fuse_reply_buf(req, buf.data(), used);
+  return 0;
+}
+
+int Filesystem::releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+  std::unique_ptr<DirHandle> d(DirHandle::of(fi));
+  closedir(d->dir);
+  d.reset();
+  fuse_reply_err(req, 0);
+  return 0;
+}
+
+int Filesystem::fsyncdir(fuse_req_t req, fuse_ino_t, int datasync, fuse_file_info* fi) {
+  int fd = dirfd(DirHandle::of(fi)->dir);
+  if ((datasync ? fdatasync(fd) : ::fsync(fd)) != 0) return errno;
+  fuse_reply_err(req, 0);
+  return 0;
+}
+
+int Filesystem::mkdir(fuse_req_t req, fuse_ino_t parent_ino, const char* name, mode_t mode) {
+  InodePtr parent = inode_of(parent_ino);
+  if (!parent) return ESTALE;
+  if (std::strlen(name) > NAME_MAX) return ENAMETOOLONG;
+  Lease lease = lease_for(*parent);
+  if (!lease.valid()) return ENOENT;
+  int parent_fd = fd_of(parent);
+  if (parent_fd < 0) return ENOENT;
+
+  std::unique_lock ns(namespace_mutex_);
+  int rc = mkdirat(parent_fd, name, mode);
+  if (rc != 0 && errno == ENOSPC && quota_) {
+    ns.unlock();
+    bool freed = quota_->make_room(0);
+    ns.lock();
+    if (freed) rc = mkdirat(parent_fd, name, mode);
+  }
+  if (rc != 0) return errno;
+  set_owner(req, parent_fd, name);
+  fuse_entry_param e;
+  int err = finish_create(parent, name, e, nullptr);
+  if (err) return err;
+  ns.unlock();
+  fuse_reply_entry(req, &e);
+  return 0;
+}
+
+int Filesystem::rmdir(fuse_req_t req, fuse_ino_t parent_ino, const char* name) {
+  InodePtr parent = inode_of(parent_ino);
+  if (!parent) return ESTALE;
+  Lease lease = lease_for(*parent);
+  if (!lease.valid()) return ENOENT;
+  int parent_fd = fd_of(parent);
+  if (parent_fd < 0) return ENOENT;
+
+  std::lock_guard ns(namespace_mutex_);
+  struct stat before;
+  if (fstatat(parent_fd, name, &before, AT_SYMLINK_NOFOLLOW) != 0) return errno;
+  if (unlinkat(parent_fd, name, AT_REMOVEDIR) != 0) return errno;
+  charge_unlinked(*parent, name, before);
+  inodes_.unlinked(parent->ino, name, before.st_ino);
+  recharge(parent);
+  fuse_reply_err(req, 0);
+  return 0;
+}
+
+}  // namespace artifactfs::fs

@@ -1,0 +1,179 @@
+// The file system: FUSE low-level operations over the backing data tree,
+// with every open recorded in the index and every change of usage charged
+// to the artifact it belongs to.
+//
+// CONCURRENCY MODEL
+// Operations run on libfuse's worker threads (one, or several with
+// fuse.threads > 1) and may run concurrently, also with the index flush
+// thread and the quota thread (which calls evict()). Shared state and its
+// locks: InodeTable (inode.hpp), ArtifactRegistry and LiveArtifact
+// (live_artifact.hpp), the Index (thread-safe, index.hpp), and
+// `namespace_mutex_`, which serialises namespace changes that move usage
+// between artifacts or create and remove artifact records (mkdir, create,
+// unlink, rmdir, rename, link, symlink, eviction) so that accounting of a
+// name change is one atomic step. Reads, writes, opens and stats never take
+// it. Lock order: namespace_mutex_, then the locks in inode.hpp and
+// live_artifact.hpp. No lock is held across a fuse_reply_* call.
+//
+// Each operation replies exactly once: it returns 0 after replying, or a
+// positive errno that the dispatch layer (fuse_ops.cpp) replies with.
+#pragma once
+
+#include <fuse_lowlevel.h>
+#include <sys/stat.h>
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "config/config.hpp"
+#include "fs/inode.hpp"
+#include "fs/live_artifact.hpp"
+#include "index/index.hpp"
+#include "quota/quota_manager.hpp"
+
+namespace artifactfs::fs {
+
+class Trash;
+class Notifier;
+
+// One entry of a walked subtree: its path relative to the subtree's top
+// ("" for the top itself) and its lstat.
+struct SubtreeEntry {
+  std::string rel;
+  struct stat st;
+};
+std::vector<SubtreeEntry> walk_subtree(int dirfd, const std::string& name);
+
+class Filesystem final : public quota::Evictor {
+ public:
+  Filesystem(int data_fd, Trash& trash, Notifier& notifier, index::Index& index, const config::Config& config);
+  ~Filesystem();
+
+  void set_quota(quota::QuotaManager* quota) { quota_ = quota; }
+  // Extra "name=value" facts for the mount root's user.artifactfs.* xattrs
+  // (the quota manager's state).
+  using StatusProvider = std::function<std::vector<std::pair<std::string, std::string>>()>;
+  void set_status_provider(StatusProvider provider) { status_provider_ = std::move(provider); }
+  index::Index& index() { return index_; }
+  InodeTable& inodes() { return inodes_; }
+
+  // quota::Evictor. Removes an artifact from the mount in one step unless it
+  // is in use: rename into the trash, index record removed, kernel caches
+  // invalidated. Its data is deleted by the Trash afterwards.
+  quota::EvictOutcome evict(index::ArtifactId id, index::Usage& freed) override;
+  quota::SpaceInfo backing_space() override;
+  void wait_for_deletions() override;
+  // Called by the flush thread after access times were committed, so that
+  // `ls -lut` shows them despite long attribute timeouts.
+  void access_times_changed(const std::vector<index::ArtifactId>& ids);
+
+  // --- FUSE operations (fuse_ops.cpp dispatches here) ------------------------
+  void init(fuse_conn_info* conn);
+  int lookup(fuse_req_t req, fuse_ino_t parent, const char* name);
+  void forget(fuse_ino_t ino, std::uint64_t nlookup);
+  int getattr(fuse_req_t req, fuse_ino_t ino);
+  int setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info* fi);
+  int readlink(fuse_req_t req, fuse_ino_t ino);
+  int mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev);
+  int mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode);
+  int symlink(fuse_req_t req, const char* target, fuse_ino_t parent, const char* name);
+  int link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t new_parent, const char* new_name);
+  int unlink(fuse_req_t req, fuse_ino_t parent, const char* name);
+  int rmdir(fuse_req_t req, fuse_ino_t parent, const char* name);
+  int rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t new_parent, const char* new_name,
+             unsigned int flags);
+  int open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+  int create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fuse_file_info* fi);
+  int read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi);
+  int write_buf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* in, off_t off, fuse_file_info* fi);
+  int flush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+  int release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+  int fsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi);
+  int fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length, fuse_file_info* fi);
+  int lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, fuse_file_info* fi);
+  int opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+  int readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi, bool plus);
+  int releasedir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+  int fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi);
+  int statfs(fuse_req_t req, fuse_ino_t ino);
+  int setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size, int flags);
+  int getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size);
+  int listxattr(fuse_req_t req, fuse_ino_t ino, size_t size);
+  int removexattr(fuse_req_t req, fuse_ino_t ino, const char* name);
+
+ private:
+  // --- inode helpers (inode_ops.cpp) -------------------------------------------
+  InodePtr inode_of(fuse_ino_t ino) const;  // nullptr: ESTALE
+  int fd_of(const InodePtr& inode) const;   // -1 if dormant or evicted
+  // Looks `name` up in `parent` on the backing tree and registers it.
+  // Returns an errno, or 0 with `e` filled in.
+  int do_lookup(const InodePtr& parent, const std::string& name, fuse_entry_param& e, InodePtr* out = nullptr);
+  void place(Inode& child, const Inode& parent);
+  bool is_kept_name(const std::string& name) const;
+  struct stat stat_of(const Inode& inode, int fd, int* err) const;
+  void fill_attr(const Inode& inode, struct stat& st) const;  // node ids, artifact atime
+  Lease lease_for(const Inode& inode) const;
+  std::string proc_path(int fd) const;
+
+  // --- accounting (accounting.cpp) -------------------------------------------
+  // Re-stats `inode` and charges the difference from what the index counts
+  // to every artifact that contains it, and to the totals.
+  void recharge(const InodePtr& inode);
+  void recharge(const InodePtr& inode, const struct stat& now);
+  // Before an entry is created: makes the artifact record if the new entry
+  // will be an artifact root.
+  void ensure_record(const Inode& parent, const std::string& name);
+  void charge_new(const Inode& parent, const Inode& child, const struct stat& st);
+  void charge_unlinked(const Inode& parent, const std::string& name, const struct stat& before);
+  void charge_linked(const Inode& inode, const struct stat& before, const Inode& new_parent,
+                     const std::string& new_name);
+  // After rename(2): moves usage between artifacts where the move changed
+  // which artifact entries belong to, and renames, removes or adds records.
+  void charge_renamed(const InodePtr& old_parent, const std::string& old_name, const InodePtr& new_parent,
+                      const std::string& new_name, const struct stat& moved);
+  void charge_exchanged(const InodePtr& parent, const std::string& name, const struct stat& first,
+                        const InodePtr& new_parent, const std::string& new_name, const struct stat& second);
+  std::vector<index::ArtifactId> owners_in(const Inode& parent, const std::string& name,
+                                           const std::vector<SubtreeEntry>& entries, bool create,
+                                           std::vector<index::ArtifactId>& roots);
+  void move_usage(const std::vector<SubtreeEntry>& entries, const std::vector<index::ArtifactId>& from,
+                  const std::vector<index::ArtifactId>& to);
+  index::ArtifactId owner_id(const Inode& inode) const;
+  index::ArtifactId owner_of_child(const Inode& parent, const std::string& name) const;
+
+  // --- names and artifacts (artifacts.cpp) ---------------------------------
+  std::optional<std::string> child_path(const Inode& parent, const std::string& name) const;
+  Role role_of_child(const Inode& parent, const std::string& name) const;
+  index::ArtifactId adopt(const std::string& path, int parent_fd, const std::string& name);
+  // Recomputes depth, role and artifact of the inodes below `top` after a
+  // rename moved them between artifacts.
+  void replace_subtree(ino_t top);
+  void notify_usage_grew();
+  // Creation epilogue shared by create, mkdir, symlink and mknod.
+  int finish_create(const InodePtr& parent, const char* name, fuse_entry_param& e, InodePtr* out);
+
+  // --- extended attributes (xattr_ops.cpp) -----------------------------------
+  std::vector<std::pair<std::string, std::string>> synthetic_xattrs(const Inode& inode) const;
+  int set_pinned(fuse_req_t req, const Inode& inode, bool pinned);
+
+  int data_fd_;
+  Trash& trash_;
+  Notifier& notifier_;
+  index::Index& index_;
+  config::Config config_;  // layout and fuse settings are fixed for the mount's life
+  InodeTable inodes_;
+  ArtifactRegistry artifacts_;
+  std::mutex namespace_mutex_;  // see CONCURRENCY MODEL
+  quota::QuotaManager* quota_ = nullptr;
+  StatusProvider status_provider_;
+  double entry_timeout_;
+  double attr_timeout_;
+};
+
+index::TimeNs now_ns();
+
+}  // namespace artifactfs::fs

@@ -1,0 +1,11 @@
+// The libfuse low-level operations table for a Filesystem (the session's
+// userdata).
+#pragma once
+
+#include <fuse_lowlevel.h>
+
+namespace artifactfs::fs {
+
+const fuse_lowlevel_ops& operations();
+
+}  // namespace artifactfs::fs

@@ -1,0 +1,312 @@
+// Lookup, forget, attributes, links and statfs: the operations that resolve
+// names to inodes and describe them. Concurrency: see filesystem.hpp.
+#include <fcntl.h>
+#include <fnmatch.h>
+#include <spdlog/spdlog.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <climits>
+#include <cstring>
+
+#include "fs/filesystem.hpp"
+#include "fs/handle.hpp"
+#include "fs/trash.hpp"
+
+namespace artifactfs::fs {
+
+index::TimeNs now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+namespace {
+int open_path_fd(int dirfd, const char* name) {
+  return openat(dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+}
+
+ino_t stat_ino(int fd) {
+  struct stat st;
+  return fstat(fd, &st) == 0 ? st.st_ino : 0;
+}
+}  // namespace
+
+Filesystem::Filesystem(int data_fd, Trash& trash, Notifier& notifier, index::Index& index,
+                       const config::Config& config)
+    : data_fd_(data_fd),
+      trash_(trash),
+      notifier_(notifier),
+      index_(index),
+      config_(config),
+      inodes_(open_path_fd(data_fd, "."), stat_ino(data_fd)),
+      entry_timeout_(std::chrono::duration<double>(config.fuse.entry_timeout).count()),
+      attr_timeout_(std::chrono::duration<double>(config.fuse.attr_timeout).count()) {}
+
+Filesystem::~Filesystem() = default;
+
+std::string Filesystem::proc_path(int fd) const { return "/proc/self/fd/" + std::to_string(fd); }
+
+InodePtr Filesystem::inode_of(fuse_ino_t ino) const { return inodes_.find(ino); }
+
+int Filesystem::fd_of(const InodePtr& inode) const {
+  std::lock_guard lock(inode->mutex);
+  return inode->fd;
+}
+
+bool Filesystem::is_kept_name(const std::string& name) const {
+  for (const auto& glob : config_.layout.keep) {
+    if (fnmatch(glob.c_str(), name.c_str(), FNM_PERIOD) == 0) return true;
+  }
+  return false;
+}
+
+Role Filesystem::role_of_child(const Inode& parent, const std::string& name) const {
+  switch (parent.role) {
+    case Role::kept:
+      return Role::kept;
+    case Role::artifact:
+    case Role::member:
+      return Role::member;
+    case Role::root:
+    case Role::namespace_:
+      break;
+  }
+  if (is_kept_name(name)) return Role::kept;
+  return parent.depth + 1 < config_.layout.depth ? Role::namespace_ : Role::artifact;
+}
+
+Lease Filesystem::lease_for(const Inode& inode) const {
+  std::shared_ptr<LiveArtifact> artifact;
+  {
+    std::lock_guard lock(inodes_.mutex());
+    artifact = inode.artifact;
+  }
+  return Lease(std::move(artifact));
+}
+
+void Filesystem::fill_attr(const Inode& inode, struct stat& st) const {
+  // st_ino stays the backing inode number: stable across remounts.
+  if (inode.role != Role::artifact) return;
+  std::shared_ptr<LiveArtifact> artifact;
+  {
+    std::lock_guard lock(inodes_.mutex());
+    artifact = inode.artifact;
+  }
+  if (!artifact) return;
+  if (auto record = index_.get(artifact->id)) {
+    st.st_atim.tv_sec = record->last_access / 1'000'000'000;
+    st.st_atim.tv_nsec = record->last_access % 1'000'000'000;
+  }
+}
+
+int Filesystem::do_lookup(const InodePtr& parent, const std::string& name, fuse_entry_param& e, InodePtr* out) {
+  std::memset(&e, 0, sizeof e);
+  if (name.size() > NAME_MAX) return ENAMETOOLONG;
+  int parent_fd = fd_of(parent);
+  if (parent_fd < 0) return ESTALE;
+
+  Role role = role_of_child(*parent, name);
+  std::optional<index::ArtifactId> artifact_id;
+  std::shared_ptr<LiveArtifact> parent_artifact;
+  if (role == Role::member) {
+    std::lock_guard lock(inodes_.mutex());
+    parent_artifact = parent->artifact;
+  }
+
+  int fd = open_path_fd(parent_fd, name.c_str());
+  if (fd < 0) {
+    int err = errno;
+    if (err == ENOENT) {
+      if (role == Role::artifact) index_.count(index::Stat::misses);
+      // Negative entries may be cached: every change of the data tree comes
+      // through this mount, and evictions invalidate explicitly.
+      e.ino = 0;
+      e.entry_timeout = entry_timeout_;
+      return 0;
+    }
+    return err;
+  }
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    int err = errno;
+    close(fd);
+    return err;
+  }
+  if (role == Role::artifact) {
+    auto path = child_path(*parent, name);
+    if (!path) {
+      close(fd);
+      return ESTALE;
+    }
+    artifact_id = index_.find(*path);
+    if (!artifact_id) artifact_id = adopt(*path, parent_fd, name);
+  }
+  std::shared_ptr<LiveArtifact> live;
+  if (artifact_id) live = artifacts_.get(*artifact_id);
+  else if (parent_artifact) live = parent_artifact;
+
+  InodePtr inode = inodes_.remember(parent, name, st, fd, [&](const InodePtr& child, const Inode& p) {
+    child->depth = p.depth + 1;
+    child->role = role;
+    bool known = child->artifact == live;
+    child->artifact = live;
+    if (live && !known) {
+      std::lock_guard lock(live->mutex);
+      live->members.push_back(child);
+      if (role == Role::artifact) live->root = child;
+    }
+  });
+  e.ino = inodes_.node_id(st.st_ino);
+  e.attr = st;
+  fill_attr(*inode, e.attr);
+  e.attr_timeout = attr_timeout_;
+  e.entry_timeout = entry_timeout_;
+  if (out) *out = inode;
+  return 0;
+}
+
+int Filesystem::lookup(fuse_req_t req, fuse_ino_t parent_ino, const char* name) {
+  fuse_entry_param e;
+  std::string n = name;
+  if (n == "." || n == "..") {
+    // Asked by the kernel for NFS file handles after it forgot the inode.
+    InodePtr self = inodes_.revive(parent_ino);
+    if (!self) return ESTALE;
+    int fd = fd_of(self);
+    if (n == "..") {
+      if (self->role == Role::root) {
+        n = ".";
+      } else {
+        std::lock_guard lock(inodes_.mutex());
+        if (self->name.empty()) return ESTALE;
+      }
+    }
+    int target = openat(fd, n.c_str(), O_PATH | O_CLOEXEC);
+    if (target < 0) return errno;
+    struct stat st;
+    int rc = fstat(target, &st);
+    close(target);
+    if (rc != 0) return errno;
+    InodePtr found = inodes_.revive(inodes_.node_id(st.st_ino));
+    if (!found) return ESTALE;
+    {
+      std::lock_guard lock(inodes_.mutex());
+      found->nlookup++;
+    }
+    std::memset(&e, 0, sizeof e);
+    e.ino = inodes_.node_id(st.st_ino);
+    e.attr = st;
+    fill_attr(*found, e.attr);
+    e.attr_timeout = attr_timeout_;
+    e.entry_timeout = entry_timeout_;
+    fuse_reply_entry(req, &e);
+    return 0;
+  }
+  InodePtr parent = inode_of(parent_ino);
+  if (!parent) return ESTALE;
+  int err = do_lookup(parent, n, e);
+  if (err) return err;
+  fuse_reply_entry(req, &e);
+  return 0;
+}
+
+void Filesystem::forget(fuse_ino_t ino, std::uint64_t nlookup) { inodes_.forget(ino, nlookup); }
+
+int Filesystem::getattr(fuse_req_t req, fuse_ino_t ino) {
+  InodePtr inode = inode_of(ino);
+  if (!inode) return ESTALE;
+  int fd = fd_of(inode);
+  if (fd < 0) return ENOENT;
+  struct stat st;
+  if (fstat(fd, &st) != 0) return errno;
+  fill_attr(*inode, st);
+  fuse_reply_attr(req, &st, attr_timeout_);
+  return 0;
+}
+
+int Filesystem::setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info* fi) {
+  InodePtr inode = inode_of(ino);
+  if (!inode) return ESTALE;
+  Lease lease = lease_for(*inode);
+  if (!lease.valid()) return ENOENT;
+  int fd = fd_of(inode);
+  if (fd < 0) return ENOENT;
+  const bool symlink = S_ISLNK(inode->type);
+  std::string path = proc_path(fd);
+  int handle_fd = fi ? Handle::of(fi)->fd : -1;
+
+  if (to_set & FUSE_SET_ATTR_MODE) {
+    if (symlink) return EOPNOTSUPP;
+    int rc = handle_fd >= 0 ? fchmod(handle_fd, attr->st_mode) : chmod(path.c_str(), attr->st_mode);
+    if (rc != 0) return errno;
+  }
+  if (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
+    uid_t uid = (to_set & FUSE_SET_ATTR_UID) ? attr->st_uid : static_cast<uid_t>(-1);
+    gid_t gid = (to_set & FUSE_SET_ATTR_GID) ? attr->st_gid : static_cast<gid_t>(-1);
+    if (fchownat(fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) return errno;
+  }
+  if (to_set & FUSE_SET_ATTR_SIZE) {
+    if (symlink) return EINVAL;
+    int rc = handle_fd >= 0 ? ftruncate(handle_fd, attr->st_size) : truncate(path.c_str(), attr->st_size);
+    if (rc != 0) return errno;
+  }
+  if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) {
+    struct timespec tv[2];
+    tv[0].tv_nsec = UTIME_OMIT;
+    tv[1].tv_nsec = UTIME_OMIT;
+    if (to_set & FUSE_SET_ATTR_ATIME_NOW) tv[0].tv_nsec = UTIME_NOW;
+    else if (to_set & FUSE_SET_ATTR_ATIME) tv[0] = attr->st_atim;
+    if (to_set & FUSE_SET_ATTR_MTIME_NOW) tv[1].tv_nsec = UTIME_NOW;
+    else if (to_set & FUSE_SET_ATTR_MTIME) tv[1] = attr->st_mtim;
+    int rc;
+    if (handle_fd >= 0) {
+      rc = futimens(handle_fd, tv);
+    } else if (symlink) {
+      // A symlink cannot be reopened through /proc; name it in its parent.
+      std::string name;
+      ino_t parent_ino;
+      {
+        std::lock_guard lock(inodes_.mutex());
+        name = inode->name;
+        parent_ino = inode->parent;
+      }
+      InodePtr parent = inodes_.find_backing(parent_ino);
+      if (!parent || name.empty()) return ESTALE;
+      rc = utimensat(fd_of(parent), name.c_str(), tv, AT_SYMLINK_NOFOLLOW);
+    } else {
+      rc = utimensat(AT_FDCWD, path.c_str(), tv, 0);
+    }
+    if (rc != 0) return errno;
+  }
+  struct stat st;
+  if (fstat(fd, &st) != 0) return errno;
+  if (to_set & FUSE_SET_ATTR_SIZE) recharge(inode, st);
+  fill_attr(*inode, st);
+  fuse_reply_attr(req, &st, attr_timeout_);
+  return 0;
+}
+
+int Filesystem::readlink(fuse_req_t req, fuse_ino_t ino) {
+  InodePtr inode = inode_of(ino);
+  if (!inode) return ESTALE;
+  int fd = fd_of(inode);
+  if (fd < 0) return ENOENT;
+  char buf[PATH_MAX + 1];
+  ssize_t n = readlinkat(fd, "", buf, sizeof buf);
+  if (n < 0) return errno;
+  if (n >= static_cast<ssize_t>(sizeof buf)) return ENAMETOOLONG;
+  buf[n] = '\0';
+  fuse_reply_readlink(req, buf);
+  return 0;
+}
+
+int Filesystem::statfs(fuse_req_t req, fuse_ino_t) {
+  struct statvfs sv;
+  if (fstatvfs(data_fd_, &sv) != 0) return errno;
+  fuse_reply_statfs(req, &sv);
+  return 0;
+}
+
+}  // namespace artifactfs::fs

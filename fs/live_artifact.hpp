@@ -1,0 +1,70 @@
+// In-memory state of artifacts that are in use: open handles and operations
+// in progress (leases), the eviction mark, and the inodes that belong to them.
+//
+// CONCURRENCY MODEL
+// `ArtifactRegistry::mutex_` guards the id -> LiveArtifact map.
+// `LiveArtifact::mutex` guards leases, evicted and members. An eviction
+// takes the artifact's mutex, checks that no lease is held and sets evicted;
+// a lease taken before that wins, a lease asked for after it fails. Lock
+// order: InodeTable mutex, then ArtifactRegistry::mutex_, then
+// LiveArtifact::mutex, then Inode::mutex.
+#pragma once
+
+#include <memory>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+#include "index/index.hpp"
+
+namespace artifactfs::fs {
+
+struct Inode;
+
+struct LiveArtifact {
+  explicit LiveArtifact(index::ArtifactId id) : id(id) {}
+  const index::ArtifactId id;
+
+  std::mutex mutex;
+  int leases = 0;          // open handles plus operations in progress
+  bool evicted = false;    // removed from the mount; never cleared
+  std::vector<std::weak_ptr<Inode>> members;  // inodes the table placed in it
+  std::weak_ptr<Inode> root;                  // its top entry, once looked up
+};
+
+class ArtifactRegistry {
+ public:
+  // The live state of `id`, created on first use.
+  std::shared_ptr<LiveArtifact> get(index::ArtifactId id);
+  // nullptr when nothing is live for `id`.
+  std::shared_ptr<LiveArtifact> find(index::ArtifactId id) const;
+  void erase(index::ArtifactId id);
+
+ private:
+  mutable std::mutex mutex_;
+  std::unordered_map<index::ArtifactId, std::shared_ptr<LiveArtifact>> live_;
+};
+
+// Holds an artifact in use for its lifetime. Empty (and always valid) for
+// entries outside any artifact.
+class Lease {
+ public:
+  Lease() = default;
+  // Fails (valid() == false) if the artifact was evicted.
+  explicit Lease(std::shared_ptr<LiveArtifact> artifact);
+  Lease(Lease&& other) noexcept;
+  Lease& operator=(Lease&& other) noexcept;
+  Lease(const Lease&) = delete;
+  Lease& operator=(const Lease&) = delete;
+  ~Lease();
+
+  bool valid() const { return valid_; }
+  const std::shared_ptr<LiveArtifact>& artifact() const { return artifact_; }
+
+ private:
+  void release();
+  std::shared_ptr<LiveArtifact> artifact_;
+  bool valid_ = true;
+};
+
+}  // namespace artifactfs::fs

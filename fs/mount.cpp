@@ -1,0 +1,209 @@
+// The daemon's life: prepare the store and mountpoint, open (and if needed
+// reconcile) the index, mount, serve, and shut down cleanly.
+//
+// CONCURRENCY MODEL
+// Threads: the FUSE loop (one, or a pool), the index FlushThread, the Trash
+// deleter, the Notifier, the quota thread, and a signal thread that owns
+// SIGHUP (blocked in every other thread, so configuration reloads never run
+// inside a signal handler). Shutdown order is the reverse of start-up: the
+// loop ends (unmount or SIGTERM/SIGINT), then the quota thread, the
+// notifier, the flush thread (one last flush), the trash deleter, and
+// finally the index is marked clean.
+#include "fs/mount.hpp"
+
+#include <fcntl.h>
+#include <fuse_lowlevel.h>
+#include <signal.h>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/sinks/syslog_sink.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <memory>
+#include <thread>
+
+#include "fs/filesystem.hpp"
+#include "fs/fuse_ops.hpp"
+#include "fs/notifier.hpp"
+#include "fs/reconcile.hpp"
+#include "fs/store.hpp"
+#include "fs/trash.hpp"
+#include "index/index.hpp"
+#include "quota/quota_manager.hpp"
+
+namespace artifactfs::fs {
+
+namespace {
+
+void set_log_level(const std::string& level) { spdlog::set_level(spdlog::level::from_str(level)); }
+
+void log_to_stderr(const std::string& level) {
+  auto logger = spdlog::stderr_logger_mt("artifactfs");
+  logger->set_pattern("artifactfs: %l: %v");
+  spdlog::set_default_logger(logger);
+  set_log_level(level);
+}
+
+void log_to_syslog() {
+  auto logger = spdlog::syslog_logger_mt("artifactfs-syslog", "artifactfs", LOG_PID, LOG_DAEMON);
+  logger->set_pattern("%l: %v");
+  auto level = spdlog::default_logger()->level();
+  spdlog::set_default_logger(logger);
+  spdlog::set_level(level);
+}
+
+int open_dir(const std::filesystem::path& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) throw UserError("cannot open " + dir.string() + ": " + std::strerror(errno));
+  return fd;
+}
+
+std::string fuse_option_string(const MountRequest& request) {
+  std::string opts = "fsname=artifactfs:" + request.store.string() + ",subtype=artifactfs,default_permissions";
+  if (request.config.fuse.allow_other) opts += ",allow_other";
+  for (const auto& opt : request.fuse_options) opts += "," + opt;
+  return opts;
+}
+
+// Reloads the configuration on SIGHUP until stopped.
+class SignalThread {
+ public:
+  SignalThread(std::function<void()> on_hangup) : on_hangup_(std::move(on_hangup)) {
+    thread_ = std::thread([this] { run(); });
+  }
+  ~SignalThread() {
+    stop_ = true;
+    thread_.join();
+  }
+
+ private:
+  void run() {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGHUP);
+    timespec poll{0, 200'000'000};
+    while (!stop_) {
+      if (sigtimedwait(&set, nullptr, &poll) == SIGHUP) on_hangup_();
+    }
+  }
+  std::function<void()> on_hangup_;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+}  // namespace
+
+int run_mount(const MountRequest& request) {
+  const config::Config& config = request.config;
+  log_to_stderr(config.log.level);
+  // Every thread started from here on inherits a blocked SIGHUP.
+  sigset_t hup;
+  sigemptyset(&hup);
+  sigaddset(&hup, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &hup, nullptr);
+
+  try {
+    prepare_mountpoint(request.mountpoint, request.store);
+    Store store(request.store);
+
+    bool rebuild = request.rebuild_index;
+    if (rebuild) {
+      auto aside = store.set_index_aside();
+      spdlog::warn("set the old index aside as {}; rebuilding it from the data tree", aside.string());
+    }
+    std::unique_ptr<index::Index> index;
+    try {
+      index = index::Index::open(store.index_dir());
+    } catch (const index::IndexCorrupt& e) {
+      throw UserError("the index in " + store.index_dir().string() + " cannot be used: " + e.what() +
+                      ". The data tree is intact; mount again with --rebuild-index to set the index aside and "
+                      "rebuild it from the data tree.");
+    } catch (const index::IndexError& e) {
+      throw UserError(std::string("cannot open the index: ") + e.what());
+    }
+
+    int data_fd = open_dir(store.data_dir());
+    if (rebuild || !index->previous_shutdown_clean() || store.layout_changed(config.layout)) {
+      reconcile(data_fd, config.layout, *index);
+    }
+    store.record_layout(config.layout);
+
+    Trash trash(open_dir(store.trash_dir()), *index);
+    Notifier notifier;
+    Filesystem filesystem(data_fd, trash, notifier, *index, config);
+    quota::QuotaManager quota(*index, filesystem, config.quota);
+    filesystem.set_quota(&quota);
+    filesystem.set_status_provider([&quota] { return quota.status(); });
+
+    std::string opts = fuse_option_string(request);
+    const char* argv[] = {"artifactfs", "-o", opts.c_str()};
+    fuse_args args = FUSE_ARGS_INIT(3, const_cast<char**>(argv));
+    fuse_session* session = fuse_session_new(&args, &operations(), sizeof(fuse_lowlevel_ops), &filesystem);
+    if (!session) throw UserError("FUSE rejected the mount options: " + opts + " (check the -o options)");
+    std::unique_ptr<fuse_session, void (*)(fuse_session*)> session_guard(session, fuse_session_destroy);
+    if (fuse_set_signal_handlers(session) != 0) throw UserError("cannot install signal handlers");
+    if (fuse_session_mount(session, request.mountpoint.c_str()) != 0) {
+      fuse_remove_signal_handlers(session);
+      throw UserError("mounting on " + request.mountpoint.string() +
+                      " failed (see the fuse message above; is /dev/fuse available, and for allow_other as "
+                      "non-root, is user_allow_other set in /etc/fuse.conf?)");
+    }
+    notifier.set_session(session);
+    if (!request.foreground) log_to_syslog();
+    fuse_daemonize(request.foreground ? 1 : 0);
+    store.record_owner(request.mountpoint);
+
+    trash.start();
+    quota.start();
+    index::Totals totals = index->totals();
+    spdlog::info("mounted {} on {}: {} artifacts, {} bytes on disk; layout depth {}, {} thread(s), quota {}",
+                 store.root().string(), request.mountpoint.string(), totals.artifact_count, totals.usage.disk_bytes,
+                 config.layout.depth, config.fuse.threads, quota.describe());
+    int rc;
+    {
+      index::FlushThread flusher(*index, config.index.flush_interval,
+                                 [&](const std::vector<index::ArtifactId>& ids) { filesystem.access_times_changed(ids); });
+      SignalThread signals([&] {
+        if (!request.reload) return;
+        try {
+          config::Config fresh = request.reload();
+          set_log_level(fresh.log.level);
+          quota.update(fresh.quota);
+          spdlog::info("configuration reloaded: quota {}", quota.describe());
+        } catch (const std::exception& e) {
+          spdlog::error("configuration not reloaded, keeping the current settings: {}", e.what());
+        }
+      });
+      if (config.fuse.threads <= 1) {
+        rc = fuse_session_loop(session);
+      } else {
+        fuse_loop_config* loop = fuse_loop_cfg_create();
+        fuse_loop_cfg_set_max_threads(loop, static_cast<unsigned>(config.fuse.threads));
+        fuse_loop_cfg_set_idle_threads(loop, static_cast<unsigned>(config.fuse.threads));
+        rc = fuse_session_loop_mt(session, loop);
+        fuse_loop_cfg_destroy(loop);
+      }
+      quota.stop();
+      notifier.stop();
+      fuse_session_unmount(session);
+    }
+    trash.stop();
+    fuse_remove_signal_handlers(session);
+    index->close_clean();
+    spdlog::info("unmounted {}; index closed cleanly", request.mountpoint.string());
+    // The loop reports the signal that ended it; SIGTERM and SIGINT are a
+    // normal stop.
+    return (rc == 0 || rc == SIGTERM || rc == SIGINT) ? 0 : 1;
+  } catch (const UserError& e) {
+    spdlog::error("{}", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    spdlog::critical("{}", e.what());
+    return 1;
+  }
+}
+
+}  // namespace artifactfs::fs

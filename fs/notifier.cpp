@@ -1,0 +1,64 @@
+// See notifier.hpp for the concurrency model.
+#include "fs/notifier.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace artifactfs::fs {
+
+Notifier::Notifier() : worker_([this] { run(); }) {}
+
+Notifier::~Notifier() { stop(); }
+
+void Notifier::set_session(fuse_session* session) {
+  std::lock_guard lock(mutex_);
+  session_ = session;
+}
+
+void Notifier::entry_gone(std::uint64_t parent_node, const std::string& name) {
+  std::lock_guard lock(mutex_);
+  if (!session_ || stopping_) return;
+  queue_.push_back({parent_node, name});
+  wake_.notify_one();
+}
+
+void Notifier::attributes_changed(std::uint64_t node) {
+  std::lock_guard lock(mutex_);
+  if (!session_ || stopping_) return;
+  queue_.push_back({node, {}});
+  wake_.notify_one();
+}
+
+void Notifier::stop() {
+  {
+    std::lock_guard lock(mutex_);
+    if (stopping_) return;
+    stopping_ = true;
+    wake_.notify_one();
+  }
+  if (worker_.joinable()) worker_.join();
+}
+
+void Notifier::run() {
+  std::unique_lock lock(mutex_);
+  for (;;) {
+    wake_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+    if (queue_.empty()) return;  // stopping and drained
+    Item item = std::move(queue_.front());
+    queue_.pop_front();
+    fuse_session* session = session_;
+    lock.unlock();
+    int rc = item.name.empty()
+                 ? fuse_lowlevel_notify_inval_inode(session, item.node, -1, 0)
+                 : fuse_lowlevel_notify_inval_entry(session, item.node, item.name.c_str(), item.name.size());
+    // ENOENT: the kernel had nothing cached, which is fine.
+    if (rc != 0 && rc != -ENOENT) {
+      spdlog::debug("kernel cache invalidation of node {} name {} failed: {}", item.node, item.name, std::strerror(-rc));
+    }
+    lock.lock();
+  }
+}
+
+}  // namespace artifactfs::fs

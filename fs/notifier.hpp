@@ -1,0 +1,50 @@
+// Sends kernel cache invalidations from a thread of its own.
+//
+// CONCURRENCY MODEL
+// Any thread may queue(); one worker thread sends. A notification must never
+// be sent from a FUSE request handler: the kernel may hold the directory
+// lock the invalidation needs while it waits for that handler's reply (an
+// ENOSPC eviction started by a create in the same directory would
+// deadlock). `mutex_` guards the queue only; it is not held while sending.
+#pragma once
+
+#include <fuse_lowlevel.h>
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <mutex>
+#include <string>
+#include <thread>
+
+namespace artifactfs::fs {
+
+class Notifier {
+ public:
+  Notifier();
+  ~Notifier();  // drains the queue, then stops
+  Notifier(const Notifier&) = delete;
+  Notifier& operator=(const Notifier&) = delete;
+
+  // Until a session is set, notifications are dropped (nothing is cached yet).
+  void set_session(fuse_session* session);
+  void entry_gone(std::uint64_t parent_node, const std::string& name);
+  void attributes_changed(std::uint64_t node);
+  void stop();  // before the session is destroyed
+
+ private:
+  struct Item {
+    std::uint64_t node;
+    std::string name;  // empty: attributes of `node`; else the entry `name` in `node`
+  };
+  void run();
+
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<Item> queue_;
+  fuse_session* session_ = nullptr;
+  bool stopping_ = false;
+  std::thread worker_;
+};
+
+}  // namespace artifactfs::fs

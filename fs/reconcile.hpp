@@ -1,0 +1,24 @@
+// Rebuilds the index's accounting from the data tree: after a crash, after
+// --rebuild-index, or when the layout changed. Never on a clean remount.
+#pragma once
+
+#include <cstdint>
+
+#include "config/config.hpp"
+#include "index/index.hpp"
+
+namespace artifactfs::fs {
+
+struct ReconcileSummary {
+  std::uint64_t entries = 0;
+  std::uint64_t artifacts = 0;
+  index::Usage total;
+  double seconds = 0;
+};
+
+// Walks the tree below data_fd once (progress on stderr) and replaces the
+// index's usage records, totals and link table with what it found; access
+// times and pins of artifacts that still exist are kept.
+ReconcileSummary reconcile(int data_fd, const config::Layout& layout, index::Index& index);
+
+}  // namespace artifactfs::fs
