@@ -5,17 +5,24 @@
 // CONCURRENCY MODEL
 // Every public method may be called from any thread.
 // - Hot-path calls (record_access, charge, charge_total, count) touch only
-//   memory: they take `pending_mutex_` for a few map operations and never
+//   memory: they take `pending_mutex` for a few map operations and never
 //   wait on LMDB. Totals are kept in memory and are exact at all times.
-// - flush() moves the pending batch out under `pending_mutex_`, then applies
+// - flush() moves the pending batch out under `pending_mutex`, then applies
 //   it in one LMDB write transaction. The FlushThread calls it every
 //   flush interval; the quota thread calls it before choosing victims.
+//   Readers merge a batch that is in flight, so no read ever misses it or
+//   counts it twice (decided by LMDB transaction ids; see index.cpp).
 // - Structural changes (add/rename/remove artifact, pins, link table) are
 //   written synchronously in their own write transaction.
-// - LMDB serialises writers itself. `env_mutex_` (shared for every
-//   transaction, exclusive only to grow the map) guards the map size.
-// Lock order: env_mutex_ before pending_mutex_; pending_mutex_ is never held
-// while an LMDB transaction is open.
+// - Writes of this process are serialised in the LMDB wrapper (LMDB would
+//   serialise them anyway). A shared lock is held by every transaction and
+//   taken exclusively only to grow the map.
+// - Read transactions are short and end before any callback runs:
+//   for_each_with_prefix's callback may call back into the index.
+// Lock order: flush_mutex (flush and rebuild commit), then the wrapper's
+// write and resize locks, then pending_mutex. pending_mutex is taken inside
+// transactions only for a few map operations; it is never held while
+// calling LMDB or waiting for anything.
 //
 // DURABILITY
 // The environment is opened MDB_NOSYNC and flush() ends with mdb_env_sync, so
@@ -111,7 +118,7 @@ class Index {
   // Opens or creates the index in `dir` (created if missing). Throws
   // IndexCorrupt for files that are not a usable index, IndexError otherwise.
   static std::unique_ptr<Index> open(const std::filesystem::path& dir, const IndexOptions& = {});
-  ~Index();
+  ~Index();  // flushes once more (best effort); does not mark the index clean
   Index(const Index&) = delete;
   Index& operator=(const Index&) = delete;
 
@@ -128,9 +135,17 @@ class Index {
   std::optional<ArtifactRecord> get(ArtifactId id) const;
   // Artifacts in ascending last-access order, starting strictly after
   // (after_access, after_id) when given. O(log n + limit).
+  // The order is that of the last flush: accesses not yet flushed do not
+  // move an artifact (callers flush() first), although the returned
+  // records carry them merged. To page, pass the last_access and id of the
+  // last record returned; a merged time newer than the record's stored
+  // position is handled (paging resumes from the stored position).
   std::vector<ArtifactRecord> least_recently_used(std::size_t limit,
                                                   std::optional<std::pair<TimeNs, ArtifactId>> after = {}) const;
   // Visits every artifact whose name starts with `prefix` (name order).
+  // Reads in chunks; `fn` runs with no transaction open and may call into
+  // the index. Artifacts added or removed during the walk may or may not
+  // be visited.
   void for_each_with_prefix(std::string_view prefix, const std::function<void(const ArtifactRecord&)>& fn) const;
   Totals totals() const;  // memory only, exact
   Usage outside_usage() const;  // usage of entries that belong to no artifact
@@ -144,18 +159,23 @@ class Index {
   void count(Stat which, std::uint64_t n = 1);
 
   // --- structural changes (synchronous write transaction) -------------------
-  // Fails with IndexError if the name is taken. last_access starts at `created`.
+  // Fails with IndexError if the name is taken, empty or longer than LMDB's
+  // key limit (511 bytes). last_access starts at `created`.
   ArtifactId add_artifact(std::string_view name, TimeNs created, const Usage& usage);
+  // IndexError if `new_name` is taken or `id` is unknown.
   void rename_artifact(ArtifactId id, std::string_view new_name);
   // Deletes the record and forgets its pending changes. Totals are not
   // touched: the caller charges what was really freed.
   std::optional<ArtifactRecord> remove_artifact(ArtifactId id);
-  void set_pinned(ArtifactId id, bool pinned);
+  void set_pinned(ArtifactId id, bool pinned);  // IndexError if `id` is unknown
   void set_links(InodeNumber ino, const LinkSet& links);  // empty set erases
 
   // Applies the pending batch (access times, usage, stats) in one transaction
   // and syncs the environment. Safe to call at any time from any thread.
-  // Returns the artifacts whose last access changed.
+  // Returns the artifacts whose last access changed (ascending ids).
+  // Pending changes of artifacts removed meanwhile are dropped. With
+  // nothing pending it writes nothing (it only syncs earlier commits).
+  // If the write fails the batch is kept for the next flush.
   std::vector<ArtifactId> flush();
 
   // --- reconciliation after a crash ----------------------------------------
@@ -164,7 +184,12 @@ class Index {
   // keep their id, creation time, last access, access count and pin; new
   // ones are added (created = last_access = the given time); records the
   // walk did not find are removed. Committed in chunks; the index is marked
-  // consistent only by commit().
+  // consistent only by commit(), which does not set the clean flag (call
+  // close_clean() at unmount as usual). Meant to run before requests are
+  // served: commit() discards usage deltas charged to artifacts before it
+  // (the walk measured them), and totals/outside charged during the walk
+  // are replaced by the walk's. A link naming an artifact the walk did not
+  // report is ignored with a warning.
   class Rebuild {
    public:
     virtual ~Rebuild() = default;
@@ -185,6 +210,10 @@ class Index {
 };
 
 // Runs index.flush() every `interval` on its own thread until destroyed.
+// after_flush runs on that thread after every successful flush, with the
+// ids flush() returned (possibly empty). A failed flush is logged and
+// retried at the next interval. Destroy it before the Index, and before
+// close_clean() so that its final flush is part of the clean state.
 class FlushThread {
  public:
   FlushThread(Index& index, std::chrono::milliseconds interval,
