@@ -241,3 +241,18 @@ def test_access_facts_survive_remount(mnt):
     assert harness.root_facts(mnt.mnt)["stats.hits"] == hits0
     wait_until(lambda: os.stat(mnt.mnt / "a").st_atime_ns == f0["last_access"], VISIBLE,
                what="st_atime after remount equals the recorded last access")
+
+
+def test_misses_and_hits_counted(mnt):
+    s0 = harness.root_facts(mnt.mnt)
+    for i in range(3):
+        assert harness.outcome(os.stat, mnt.mnt / f"absent-{i}") == ("err", "ENOENT")
+    s1 = harness.root_facts(mnt.mnt)
+    assert s1["stats.misses"] == s0["stats.misses"] + 3, (s0, s1)
+    (mnt.mnt / "k").mkdir()
+    (mnt.mnt / "k" / "f").write_bytes(b"1")
+    s2 = harness.root_facts(mnt.mnt)
+    (mnt.mnt / "k" / "f").read_bytes()
+    s3 = harness.root_facts(mnt.mnt)
+    assert s3["stats.hits"] == s2["stats.hits"] + 1, (s2, s3)
+    assert s3["stats.misses"] == s2["stats.misses"]
