@@ -17,6 +17,10 @@ InodeTable::InodeTable(int root_fd, ino_t root_ino) : root_ino_(root_ino) {
   root_->fd = root_fd;
   root_->nlookup = 1;  // the kernel never forgets the root
   root_->role = Role::root;
+  struct stat st;
+  if (fstat(root_fd, &st) == 0) {
+    root_->accounted = {static_cast<std::int64_t>(st.st_blocks) * 512, st.st_size, 0};
+  }
   inodes_.emplace(root_ino, root_);
 }
 

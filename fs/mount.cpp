@@ -126,9 +126,15 @@ int run_mount(const MountRequest& request) {
     }
 
     int data_fd = open_dir(store.data_dir());
-    if (rebuild || !index->previous_shutdown_clean() || store.layout_changed(config.layout)) {
-      reconcile(data_fd, config.layout, *index);
-    }
+    // A new index has no usage at all, not even the data root's: count the
+    // tree once (instant when it is empty, and needed if it is not).
+    bool fresh = index->totals().usage == index::Usage{};
+    const char* reason = rebuild                                 ? "--rebuild-index"
+                         : !index->previous_shutdown_clean()     ? "the last shutdown was not clean"
+                         : store.layout_changed(config.layout)   ? "the layout changed"
+                         : fresh                                 ? "new index"
+                                                                 : nullptr;
+    if (reason) reconcile(data_fd, config.layout, *index, reason);
     store.record_layout(config.layout);
 
     Trash trash(open_dir(store.trash_dir()), *index);

@@ -158,9 +158,9 @@ class Walker {
 
 }  // namespace
 
-ReconcileSummary reconcile(int data_fd, const config::Layout& layout, index::Index& index) {
+ReconcileSummary reconcile(int data_fd, const config::Layout& layout, index::Index& index, const std::string& reason) {
   auto start = std::chrono::steady_clock::now();
-  std::fprintf(stderr, "artifactfs: reconciling index with data tree (the last shutdown was not clean)\n");
+  std::fprintf(stderr, "artifactfs: reconciling index with data tree (%s)\n", reason.c_str());
   auto rebuild = index.begin_rebuild();
   Walker walker(layout, *rebuild);
   walker.run(data_fd);

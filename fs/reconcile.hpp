@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "config/config.hpp"
 #include "index/index.hpp"
@@ -19,6 +20,7 @@ struct ReconcileSummary {
 // Walks the tree below data_fd once (progress on stderr) and replaces the
 // index's usage records, totals and link table with what it found; access
 // times and pins of artifacts that still exist are kept.
-ReconcileSummary reconcile(int data_fd, const config::Layout& layout, index::Index& index);
+// `reason` is shown to the user.
+ReconcileSummary reconcile(int data_fd, const config::Layout& layout, index::Index& index, const std::string& reason);
 
 }  // namespace artifactfs::fs

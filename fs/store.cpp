@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -110,8 +111,12 @@ fsys::path Store::set_index_aside() {
 
 void prepare_mountpoint(const fsys::path& mountpoint, const fsys::path& store) {
   struct stat st;
-  if (stat(mountpoint.c_str(), &st) != 0) {
-    if (errno == ENOTCONN) {
+  // statfs is never answered from the kernel's caches, so unlike stat it
+  // sees a dead FUSE mount even when the root's attributes are cached.
+  struct statvfs sv;
+  bool dead = statvfs(mountpoint.c_str(), &sv) != 0 && errno == ENOTCONN;
+  if (dead || stat(mountpoint.c_str(), &st) != 0) {
+    if (dead || errno == ENOTCONN) {
       // A daemon died and left its mount behind: detach it and go on.
       spdlog::warn("{} is a dead mount (Transport endpoint is not connected); unmounting it", mountpoint.string());
       pid_t pid = fork();

@@ -126,9 +126,15 @@ int Filesystem::listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
       names.assign(buf.data(), static_cast<size_t>(n));
     }
   }
-  for (auto& [key, value] : synthetic_xattrs(*inode)) {
-    names += key;
-    names.push_back('\0');
+  // Only the mount root lists its facts. An artifact's facts are read by
+  // name (getfattr -n user.artifactfs.last_access KEY): listed, they would
+  // be copied by every tool that preserves xattrs (cp -a, rsync -X, tar
+  // --xattrs) into places where they mean nothing.
+  if (inode->role == Role::root) {
+    for (auto& [key, value] : synthetic_xattrs(*inode)) {
+      names += key;
+      names.push_back('\0');
+    }
   }
   return reply_value(req, names, size);
 }
