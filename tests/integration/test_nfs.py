@@ -259,6 +259,7 @@ class _FileHandle(ctypes.Structure):
 
 
 _libc = ctypes.CDLL(None, use_errno=True)
+AT_FDCWD = -100
 
 
 def _name_to_handle(path) -> _FileHandle:
@@ -279,8 +280,6 @@ def _open_by_handle(mount_fd: int, fh: _FileHandle, flags: int) -> int:
         raise OSError(e, os.strerror(e))
     return fd
 
-
-AT_FDCWD = -100
 
 
 def test_file_handles_resolve_after_drop_caches(nfs_mount):
