@@ -175,20 +175,18 @@ int Filesystem::lookup(fuse_req_t req, fuse_ino_t parent_ino, const char* name) 
     InodePtr self = inodes_.revive(parent_ino);
     if (!self) return ESTALE;
     int fd = fd_of(self);
-    if (n == "..") {
-      if (self->role == Role::root) {
-        n = ".";
-      } else {
-        std::lock_guard lock(inodes_.mutex());
-        if (self->name.empty()) return ESTALE;
-      }
-    }
-    int target = openat(fd, n.c_str(), O_PATH | O_CLOEXEC);
-    if (target < 0) return errno;
+    if (fd < 0) return ESTALE;
     struct stat st;
-    int rc = fstat(target, &st);
-    close(target);
-    if (rc != 0) return errno;
+    if (n == "." || self->role == Role::root) {
+      // "." works for files too; the root is its own parent.
+      if (fstat(fd, &st) != 0) return errno;
+    } else {
+      int target = openat(fd, "..", O_PATH | O_CLOEXEC);
+      if (target < 0) return errno;
+      int rc = fstat(target, &st);
+      close(target);
+      if (rc != 0) return errno;
+    }
     InodePtr found = inodes_.revive(inodes_.node_id(st.st_ino));
     if (!found) return ESTALE;
     {
