@@ -533,9 +533,10 @@ std::vector<ArtifactId> Index::flush() {
 std::vector<ArtifactId> Index::Impl::flush() {
   Batch batch;
   {
-    std::lock_guard lock(pending_mutex);
+    std::unique_lock lock(pending_mutex);
     if (pending.empty() && !meta_dirty) {
       // Nothing to write: an idle flush thread must not touch the disk.
+      lock.unlock();
       if (unsynced.exchange(false)) env.sync();
       return {};
     }
