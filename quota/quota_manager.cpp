@@ -139,7 +139,7 @@ QuotaManager::CleanupResult QuotaManager::Impl::cleanup() {
   last_cleanup_evicted_.store(result.evicted, std::memory_order_relaxed);
 
   if (result.evicted > 0) {
-    spdlog::info("quota: evicted {} artifacts ({} bytes); usage {} bytes, limit {}, target {}", result.evicted,
+    spdlog::info("quota: evicted {} artifact(s) ({} bytes); usage {} bytes, limit {}, target {}", result.evicted,
                  result.bytes_freed, current, bytes_text(s.limits.limit), bytes_text(s.limits.target));
   }
   if (!result.target_met) {
@@ -190,7 +190,7 @@ bool QuotaManager::Impl::make_room(std::uint64_t bytes) {
   record_run(started, walk.skipped_protected());
   refresh();
   if (walk.evicted() > 0) {
-    spdlog::info("quota: out of space, evicted {} artifacts ({} bytes); {} bytes free, {} wanted", walk.evicted(),
+    spdlog::info("quota: out of space, evicted {} artifact(s) ({} bytes); {} bytes free, {} wanted", walk.evicted(),
                  walk.bytes_freed(), space.free_bytes, needed);
   } else {
     spdlog::debug("quota: out of space and nothing evictable ({} protected artifacts passed over)",
