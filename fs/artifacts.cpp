@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <cstring>
 #include <set>
 
@@ -22,6 +23,14 @@ std::optional<std::string> Filesystem::child_path(const Inode& parent, const std
   auto base = inodes_.path_of(parent);
   if (!base) return std::nullopt;
   return *base + "/" + name;
+}
+
+int Filesystem::check_new_name(const Inode& parent, const char* name) const {
+  std::string n = name;
+  if (n.size() > NAME_MAX) return ENAMETOOLONG;
+  if (role_of_child(parent, n) != Role::artifact) return 0;
+  auto path = child_path(parent, n);
+  return path && path->size() > index::kMaxArtifactName ? ENAMETOOLONG : 0;
 }
 
 index::ArtifactId Filesystem::adopt(const std::string& path, int parent_fd, const std::string& name) {

@@ -128,7 +128,7 @@ int Filesystem::fsyncdir(fuse_req_t req, fuse_ino_t, int datasync, fuse_file_inf
 int Filesystem::mkdir(fuse_req_t req, fuse_ino_t parent_ino, const char* name, mode_t mode) {
   InodePtr parent = inode_of(parent_ino);
   if (!parent) return ESTALE;
-  if (std::strlen(name) > NAME_MAX) return ENAMETOOLONG;
+  if (int err = check_new_name(*parent, name)) return err;
   Lease lease = lease_for(*parent);
   if (!lease.valid()) return ENOENT;
   int parent_fd = fd_of(parent);

@@ -62,7 +62,7 @@ int Filesystem::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 int Filesystem::create(fuse_req_t req, fuse_ino_t parent_ino, const char* name, mode_t mode, fuse_file_info* fi) {
   InodePtr parent = inode_of(parent_ino);
   if (!parent) return ESTALE;
-  if (std::strlen(name) > NAME_MAX) return ENAMETOOLONG;
+  if (int err = check_new_name(*parent, name)) return err;
   Lease parent_lease = lease_for(*parent);
   if (!parent_lease.valid()) return ENOENT;
   int parent_fd = fd_of(parent);

@@ -148,6 +148,9 @@ class Filesystem final : public quota::Evictor {
   // --- names and artifacts (artifacts.cpp) ---------------------------------
   std::optional<std::string> child_path(const Inode& parent, const std::string& name) const;
   Role role_of_child(const Inode& parent, const std::string& name) const;
+  // ENAMETOOLONG if `name` is over NAME_MAX, or would make an artifact whose
+  // path the index cannot key; else 0. Checked before any backing change.
+  int check_new_name(const Inode& parent, const char* name) const;
   index::ArtifactId adopt(const std::string& path, int parent_fd, const std::string& name);
   // Recomputes depth, role and artifact of the inodes below `top` after a
   // rename moved them between artifacts.

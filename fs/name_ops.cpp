@@ -36,10 +36,10 @@ int Filesystem::unlink(fuse_req_t req, fuse_ino_t parent_ino, const char* name) 
 int Filesystem::rename(fuse_req_t req, fuse_ino_t parent_ino, const char* name, fuse_ino_t new_parent_ino,
                        const char* new_name, unsigned int flags) {
   if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) return EINVAL;
-  if (std::strlen(new_name) > NAME_MAX) return ENAMETOOLONG;
   InodePtr parent = inode_of(parent_ino);
   InodePtr new_parent = inode_of(new_parent_ino);
   if (!parent || !new_parent) return ESTALE;
+  if (int err = check_new_name(*new_parent, new_name)) return err;
   Lease lease = lease_for(*parent);
   Lease new_lease = lease_for(*new_parent);
   if (!lease.valid() || !new_lease.valid()) return ENOENT;
@@ -77,7 +77,7 @@ int Filesystem::link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t new_parent_ino, 
   InodePtr inode = inode_of(ino);
   InodePtr new_parent = inode_of(new_parent_ino);
   if (!inode || !new_parent) return ESTALE;
-  if (std::strlen(new_name) > NAME_MAX) return ENAMETOOLONG;
+  if (int err = check_new_name(*new_parent, new_name)) return err;
   Lease lease = lease_for(*new_parent);
   if (!lease.valid()) return ENOENT;
   int fd = fd_of(inode);
@@ -102,7 +102,7 @@ int Filesystem::link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t new_parent_ino, 
 int Filesystem::symlink(fuse_req_t req, const char* target, fuse_ino_t parent_ino, const char* name) {
   InodePtr parent = inode_of(parent_ino);
   if (!parent) return ESTALE;
-  if (std::strlen(name) > NAME_MAX) return ENAMETOOLONG;
+  if (int err = check_new_name(*parent, name)) return err;
   Lease lease = lease_for(*parent);
   if (!lease.valid()) return ENOENT;
   int parent_fd = fd_of(parent);
@@ -121,7 +121,7 @@ int Filesystem::symlink(fuse_req_t req, const char* target, fuse_ino_t parent_in
 int Filesystem::mknod(fuse_req_t req, fuse_ino_t parent_ino, const char* name, mode_t mode, dev_t rdev) {
   InodePtr parent = inode_of(parent_ino);
   if (!parent) return ESTALE;
-  if (std::strlen(name) > NAME_MAX) return ENAMETOOLONG;
+  if (int err = check_new_name(*parent, name)) return err;
   Lease lease = lease_for(*parent);
   if (!lease.valid()) return ENOENT;
   int parent_fd = fd_of(parent);

@@ -52,6 +52,8 @@ using TimeNs = std::int64_t;       // nanoseconds since the Unix epoch (CLOCK_RE
 using InodeNumber = std::uint64_t;
 
 inline constexpr ArtifactId kOutside = 0;
+// Longest artifact name (path below the data root) the index can key: LMDB's limit.
+inline constexpr std::size_t kMaxArtifactName = 511;
 
 // Usage of a set of inodes, or a change to it. Signed so that one type serves
 // both the amounts and the deltas.
