@@ -66,6 +66,13 @@ std::vector<SubtreeEntry> walk_subtree(int dirfd, const std::string& name) {
   return entries;
 }
 
+void Filesystem::charge(index::ArtifactId owner, const index::Usage& delta) {
+  index_.charge(owner, delta);
+  if (owner == index::kOutside) return;
+  // A change of usage is a write in progress: see kWriteGrace.
+  if (auto live = artifacts_.find(owner)) live->last_write_ns.store(now_ns(), std::memory_order_relaxed);
+}
+
 index::ArtifactId Filesystem::owner_id(const Inode& inode) const {
   std::lock_guard lock(inodes_.mutex());
   return inode.artifact ? inode.artifact->id : index::kOutside;
@@ -109,13 +116,13 @@ void Filesystem::recharge(const InodePtr& inode, const struct stat& now) {
   if (shared_inode(now)) {
     if (auto links = index_.links(now.st_ino)) {
       for (const auto& [owner, count] : *links) {
-        if (count > 0) index_.charge(owner, delta);
+        if (count > 0) charge(owner, delta);
       }
     } else {
-      index_.charge(owner_id(*inode), delta);
+      charge(owner_id(*inode), delta);
     }
   } else {
-    index_.charge(owner_id(*inode), delta);
+    charge(owner_id(*inode), delta);
   }
   index_.charge_total(delta);
   if (delta.disk_bytes > 0) notify_usage_grew();
@@ -132,7 +139,7 @@ void Filesystem::ensure_record(const Inode& parent, const std::string& name) {
 
 void Filesystem::charge_new(const Inode&, const Inode& child, const struct stat& st) {
   index::Usage usage = usage_of(st);
-  index_.charge(owner_id(child), usage);
+  charge(owner_id(child), usage);
   index_.charge_total(usage);
   if (usage.disk_bytes > 0) notify_usage_grew();
 }
@@ -146,14 +153,14 @@ void Filesystem::charge_unlinked(const Inode& parent, const std::string& name, c
     auto it = links.find(owner);
     if (it != links.end() && --it->second == 0) {
       links.erase(it);
-      index_.charge(owner, -usage);
+      charge(owner, -usage);
     }
     std::uint64_t remaining = 0;
     for (const auto& [id, count] : links) remaining += count;
     // Back to one name: the path alone says where it is.
     index_.set_links(before.st_ino, remaining > 1 ? links : index::LinkSet{});
   } else {
-    index_.charge(owner, -usage);
+    charge(owner, -usage);
     index_.charge_total(-usage);
   }
   if (role == Role::artifact && owner != index::kOutside) {
@@ -168,7 +175,7 @@ void Filesystem::charge_linked(const Inode& inode, const struct stat& before, co
   index::ArtifactId old_owner = owner_id(inode);
   index::LinkSet links =
       index_.links(before.st_ino).value_or(index::LinkSet{{old_owner, static_cast<std::uint32_t>(before.st_nlink)}});
-  if (links[new_owner]++ == 0) index_.charge(new_owner, usage_of(before));
+  if (links[new_owner]++ == 0) charge(new_owner, usage_of(before));
   index_.set_links(before.st_ino, links);
 }
 
@@ -244,13 +251,13 @@ void Filesystem::move_usage(const std::vector<SubtreeEntry>& entries, const std:
       auto it = links.find(from[i]);
       if (it != links.end() && --it->second == 0) {
         links.erase(it);
-        index_.charge(from[i], -usage);
+        charge(from[i], -usage);
       }
-      if (links[to[i]]++ == 0) index_.charge(to[i], usage);
+      if (links[to[i]]++ == 0) charge(to[i], usage);
       index_.set_links(st.st_ino, links);
     } else {
-      index_.charge(from[i], -usage);
-      index_.charge(to[i], usage);
+      charge(from[i], -usage);
+      charge(to[i], usage);
     }
   }
 }

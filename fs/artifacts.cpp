@@ -118,14 +118,16 @@ quota::SpaceInfo Filesystem::backing_space() {
 
 void Filesystem::wait_for_deletions() { trash_.drain(); }
 
-quota::EvictOutcome Filesystem::evict(index::ArtifactId id, index::Usage& freed) {
+quota::EvictOutcome Filesystem::evict(index::ArtifactId id, index::Usage& freed, Need need) {
   std::unique_lock ns(namespace_mutex_);
   auto record = index_.get(id);
   if (!record) return quota::EvictOutcome::missing;
   std::shared_ptr<LiveArtifact> live = artifacts_.get(id);
   {
     std::lock_guard lock(live->mutex);
-    if (live->leases > 0) return quota::EvictOutcome::in_use;
+    auto since_write = std::chrono::nanoseconds(now_ns() - live->last_write_ns.load(std::memory_order_relaxed));
+    bool being_written = need == Need::cleanup && since_write < kWriteGrace;
+    if (live->leases > 0 || being_written) return quota::EvictOutcome::in_use;
     live->evicted = true;  // from here on every lease on it fails
   }
   int err = trash_.take(data_fd_, record->name, id);
@@ -170,7 +172,8 @@ quota::EvictOutcome Filesystem::evict(index::ArtifactId id, index::Usage& freed)
       parent_ino = root->parent;
       name = root->name;
     }
-    if (!name.empty()) notifier_.entry_gone(inodes_.node_id(parent_ino), name);
+    InodePtr parent = inodes_.find_backing(parent_ino);
+    if (parent && !name.empty()) notifier_.entry_gone(parent->node, name);
     inodes_.unlinked(parent_ino, name, root->ino);
   }
   spdlog::debug("evicted {} ({} bytes on disk)", record->name, record->usage.disk_bytes);
@@ -193,7 +196,7 @@ void Filesystem::access_times_changed(const std::vector<index::ArtifactId>& ids)
       std::lock_guard lock(inodes_.mutex());
       known = root->nlookup > 0;
     }
-    if (known) notifier_.attributes_changed(inodes_.node_id(root->ino));
+    if (known) notifier_.attributes_changed(root->node);
   }
 }
 

@@ -64,7 +64,7 @@ class Filesystem final : public quota::Evictor {
   // quota::Evictor. Removes an artifact from the mount in one step unless it
   // is in use: rename into the trash, index record removed, kernel caches
   // invalidated. Its data is deleted by the Trash afterwards.
-  quota::EvictOutcome evict(index::ArtifactId id, index::Usage& freed) override;
+  quota::EvictOutcome evict(index::ArtifactId id, index::Usage& freed, Need need) override;
   quota::SpaceInfo backing_space() override;
   void wait_for_deletions() override;
   // Called by the flush thread after access times were committed, so that
@@ -142,6 +142,8 @@ class Filesystem final : public quota::Evictor {
                                            std::vector<index::ArtifactId>& roots);
   void move_usage(const std::vector<SubtreeEntry>& entries, const std::vector<index::ArtifactId>& from,
                   const std::vector<index::ArtifactId>& to);
+  // index_.charge, also marking the artifact as being written.
+  void charge(index::ArtifactId owner, const index::Usage& delta);
   index::ArtifactId owner_id(const Inode& inode) const;
   index::ArtifactId owner_of_child(const Inode& parent, const std::string& name) const;
 

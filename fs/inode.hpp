@@ -10,11 +10,15 @@
 // write. Callers hold Inode objects by shared_ptr, so a concurrent forget
 // never frees an inode under an operation.
 //
-// Node ids are the backing inode numbers (the root is swapped with id 1), so
-// they and st_ino are stable across remounts. A forgotten inode is kept
-// "dormant" (fd closed, last known parent and name kept) so that a node id
-// handed out earlier can be resolved again when an NFS server asks for it
-// after the kernel dropped it (LOOKUP of ".").
+// A node id is the backing inode number when that is free (so ids, like
+// st_ino, are stable across remounts), else one from a private range: when
+// an evicted file's backing inode number is reused by a new file while the
+// kernel still knows the old node id, the new file gets a new id, so the
+// kernel never mistakes one for the other (or serves one's cached pages for
+// the other). A forgotten inode is kept "dormant" (fd closed, last known
+// parent and name kept) so that a node id handed out earlier can be
+// resolved again when an NFS server asks for it after the kernel dropped it
+// (LOOKUP of ".").
 #pragma once
 
 #include <sys/stat.h>
@@ -44,8 +48,9 @@ enum class Role {
 };
 
 struct Inode {
-  Inode(ino_t backing_ino, mode_t type) : ino(backing_ino), type(type) {}
-  const ino_t ino;    // backing inode number
+  Inode(std::uint64_t node, ino_t backing_ino, mode_t type) : node(node), ino(backing_ino), type(type) {}
+  const std::uint64_t node;  // FUSE node id
+  const ino_t ino;           // backing inode number
   const mode_t type;  // S_IFMT bits
 
   // Guarded by `mutex`.
@@ -73,14 +78,12 @@ class InodeTable {
   InodeTable(int root_fd, ino_t root_ino);
   ~InodeTable();
 
-  std::uint64_t node_id(ino_t backing_ino) const;
-  ino_t backing_ino(std::uint64_t node_id) const;
-  ino_t root_ino() const { return root_ino_; }
+  ino_t root_ino() const { return root_->ino; }
   const InodePtr& root() const { return root_; }
 
   // The inode for a node id the kernel holds; nullptr if unknown.
   InodePtr find(std::uint64_t node_id) const;
-  // Any inode the table has, dormant ones included.
+  // The inode the table has for a backing inode, dormant ones included.
   InodePtr find_backing(ino_t ino) const;
 
   // Registers a lookup of `name` in `parent` that found the backing inode
@@ -116,12 +119,15 @@ class InodeTable {
   std::mutex& mutex() const { return mutex_; }
 
  private:
-  InodePtr revive_locked(ino_t ino, int depth_guard);
+  InodePtr revive_locked(const InodePtr& inode, int depth_guard);
   std::optional<std::string> path_of_locked(const Inode& inode) const;
+  std::uint64_t new_node_id_locked(ino_t backing_ino);
+  void erase_locked(const InodePtr& inode);
 
   mutable std::mutex mutex_;  // see CONCURRENCY MODEL
-  std::unordered_map<ino_t, InodePtr> inodes_;
-  ino_t root_ino_;
+  std::unordered_map<std::uint64_t, InodePtr> by_node_;  // every inode, dormant ones included
+  std::unordered_map<ino_t, InodePtr> by_backing_;       // the current inode of each backing inode
+  std::uint64_t next_private_id_ = 1ull << 63;
   InodePtr root_;
 };
 

@@ -158,7 +158,7 @@ int Filesystem::do_lookup(const InodePtr& parent, const std::string& name, fuse_
       if (role == Role::artifact) live->root = child;
     }
   });
-  e.ino = inodes_.node_id(st.st_ino);
+  e.ino = inode->node;
   e.attr = st;
   fill_attr(*inode, e.attr);
   e.attr_timeout = attr_timeout_;
@@ -187,14 +187,15 @@ int Filesystem::lookup(fuse_req_t req, fuse_ino_t parent_ino, const char* name) 
       close(target);
       if (rc != 0) return errno;
     }
-    InodePtr found = inodes_.revive(inodes_.node_id(st.st_ino));
+    InodePtr found = n == "." || self->role == Role::root ? self : inodes_.find_backing(st.st_ino);
+    if (found) found = inodes_.revive(found->node);
     if (!found) return ESTALE;
     {
       std::lock_guard lock(inodes_.mutex());
       found->nlookup++;
     }
     std::memset(&e, 0, sizeof e);
-    e.ino = inodes_.node_id(st.st_ino);
+    e.ino = found->node;
     e.attr = st;
     fill_attr(*found, e.attr);
     e.attr_timeout = attr_timeout_;

@@ -1,4 +1,4 @@
-// See inode.hpp for the concurrency model.
+// See inode.hpp for the concurrency model and the choice of node ids.
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -10,69 +10,76 @@ namespace artifactfs::fs {
 
 namespace {
 constexpr std::uint64_t kRootNodeId = 1;  // FUSE_ROOT_ID
-}
 
-InodeTable::InodeTable(int root_fd, ino_t root_ino) : root_ino_(root_ino) {
-  root_ = std::make_shared<Inode>(root_ino, S_IFDIR);
+index::Usage usage_of(const struct stat& st) {
+  return {static_cast<std::int64_t>(st.st_blocks) * 512, static_cast<std::int64_t>(st.st_size),
+          S_ISDIR(st.st_mode) ? 0 : 1};
+}
+}  // namespace
+
+InodeTable::InodeTable(int root_fd, ino_t root_ino) {
+  root_ = std::make_shared<Inode>(kRootNodeId, root_ino, S_IFDIR);
   root_->fd = root_fd;
   root_->nlookup = 1;  // the kernel never forgets the root
   root_->role = Role::root;
   struct stat st;
   if (fstat(root_fd, &st) == 0) {
-    root_->accounted = {static_cast<std::int64_t>(st.st_blocks) * 512, st.st_size, 0};
+    root_->accounted = usage_of(st);
+    root_->accounted.files = 0;
   }
-  inodes_.emplace(root_ino, root_);
+  by_node_.emplace(kRootNodeId, root_);
+  by_backing_.emplace(root_ino, root_);
 }
 
 InodeTable::~InodeTable() {
-  for (auto& [ino, inode] : inodes_) {
+  for (auto& [node, inode] : by_node_) {
     if (inode->fd >= 0) close(inode->fd);
   }
 }
 
-// The root's backing inode takes node id 1; whatever backing inode is
-// numbered 1 takes the root's number, so the mapping stays a bijection.
-std::uint64_t InodeTable::node_id(ino_t backing) const {
-  if (backing == root_ino_) return kRootNodeId;
-  if (backing == kRootNodeId) return root_ino_;
-  return backing;
+std::uint64_t InodeTable::new_node_id_locked(ino_t backing) {
+  if (backing != kRootNodeId && !by_node_.contains(backing)) return backing;
+  while (by_node_.contains(next_private_id_)) ++next_private_id_;
+  return next_private_id_++;
 }
 
-ino_t InodeTable::backing_ino(std::uint64_t node) const {
-  if (node == kRootNodeId) return root_ino_;
-  if (node == root_ino_) return kRootNodeId;
-  return node;
+void InodeTable::erase_locked(const InodePtr& inode) {
+  by_node_.erase(inode->node);
+  auto it = by_backing_.find(inode->ino);
+  if (it != by_backing_.end() && it->second == inode) by_backing_.erase(it);
 }
 
 InodePtr InodeTable::find(std::uint64_t node) const {
   std::lock_guard lock(mutex_);
-  auto it = inodes_.find(backing_ino(node));
-  if (it == inodes_.end() || it->second->nlookup == 0) return nullptr;
+  auto it = by_node_.find(node);
+  if (it == by_node_.end() || it->second->nlookup == 0) return nullptr;
   return it->second;
 }
 
 InodePtr InodeTable::find_backing(ino_t ino) const {
   std::lock_guard lock(mutex_);
-  auto it = inodes_.find(ino);
-  return it == inodes_.end() ? nullptr : it->second;
+  auto it = by_backing_.find(ino);
+  return it == by_backing_.end() ? nullptr : it->second;
 }
 
 InodePtr InodeTable::remember(const InodePtr& parent, const std::string& name, const struct stat& st, int fd,
                               const std::function<void(const InodePtr&, const Inode&)>& place) {
   std::unique_lock lock(mutex_);
-  auto& slot = inodes_[st.st_ino];
-  if (slot && (slot->type != (st.st_mode & S_IFMT))) {
-    // The backing inode number was reused for a different kind of file
-    // while we held no descriptor on it: the old entry is obsolete.
-    slot.reset();
+  auto& slot = by_backing_[st.st_ino];
+  bool reused = slot && (slot->type != (st.st_mode & S_IFMT) || [&] {
+                  std::lock_guard ilock(slot->mutex);
+                  return slot->gone;
+                }());
+  bool fresh = !slot || reused;
+  if (fresh) {
+    // The backing inode number was freed and given to a new file (after an
+    // eviction closed our descriptor on the old one): a new inode.
+    slot = std::make_shared<Inode>(new_node_id_locked(st.st_ino), st.st_ino, st.st_mode & S_IFMT);
+    by_node_[slot->node] = slot;
   }
-  bool fresh = !slot;
-  if (fresh) slot = std::make_shared<Inode>(st.st_ino, st.st_mode & S_IFMT);
   InodePtr inode = slot;
   // A lookup tells us where the inode lives now; hard links may move it.
-  bool replaced_place = fresh || inode->nlookup == 0 || inode->name.empty() || inode->parent != parent->ino ||
-                        inode->name != name;
-  if (replaced_place) {
+  if (fresh || inode->nlookup == 0 || inode->name.empty() || inode->parent != parent->ino || inode->name != name) {
     inode->parent = parent->ino;
     inode->name = name;
   }
@@ -84,8 +91,7 @@ InodePtr InodeTable::remember(const InodePtr& parent, const std::string& name, c
   if (inode->fd < 0 && !inode->gone) {
     inode->fd = fd;
     fd = -1;
-    inode->accounted = index::Usage{static_cast<std::int64_t>(st.st_blocks) * 512, st.st_size,
-                                    S_ISDIR(st.st_mode) ? 0 : 1};
+    inode->accounted = usage_of(st);
   }
   if (fd >= 0) close(fd);
   return inode;
@@ -95,15 +101,15 @@ void InodeTable::forget(std::uint64_t node, std::uint64_t n) {
   InodePtr dormant;
   {
     std::lock_guard lock(mutex_);
-    auto it = inodes_.find(backing_ino(node));
-    if (it == inodes_.end()) return;
-    Inode& inode = *it->second;
-    if (inode.role == Role::root) return;
-    inode.nlookup = n >= inode.nlookup ? 0 : inode.nlookup - n;
-    if (inode.nlookup > 0) return;
-    dormant = it->second;
+    auto it = by_node_.find(node);
+    if (it == by_node_.end()) return;
+    InodePtr inode = it->second;
+    if (inode->role == Role::root) return;
+    inode->nlookup = n >= inode->nlookup ? 0 : inode->nlookup - n;
+    if (inode->nlookup > 0) return;
+    dormant = inode;
     // An inode with no known name cannot be found again: drop it whole.
-    if (inode.name.empty()) inodes_.erase(it);
+    if (inode->name.empty()) erase_locked(inode);
   }
   std::lock_guard ilock(dormant->mutex);
   if (dormant->fd >= 0) {
@@ -123,8 +129,8 @@ std::optional<std::string> InodeTable::path_of_locked(const Inode& inode) const 
   for (int guard = 0; at->role != Role::root; ++guard) {
     if (at->name.empty() || guard > 4096) return std::nullopt;
     parts.push_back(&at->name);
-    auto it = inodes_.find(at->parent);
-    if (it == inodes_.end()) return std::nullopt;
+    auto it = by_backing_.find(at->parent);
+    if (it == by_backing_.end()) return std::nullopt;
     at = it->second.get();
   }
   std::string path;
@@ -137,40 +143,42 @@ std::optional<std::string> InodeTable::path_of_locked(const Inode& inode) const 
 
 void InodeTable::renamed(ino_t ino, ino_t new_parent, const std::string& new_name) {
   std::lock_guard lock(mutex_);
-  auto it = inodes_.find(ino);
-  if (it == inodes_.end()) return;
+  auto it = by_backing_.find(ino);
+  if (it == by_backing_.end()) return;
   it->second->parent = new_parent;
   it->second->name = new_name;
 }
 
 void InodeTable::unlinked(ino_t parent, const std::string& name, ino_t child) {
   std::lock_guard lock(mutex_);
-  auto it = inodes_.find(child);
-  if (it == inodes_.end()) return;
-  Inode& inode = *it->second;
+  auto it = by_backing_.find(child);
+  if (it == by_backing_.end()) return;
+  InodePtr inode = it->second;
   // Only the recorded name loses its place; another hard link is found again
   // by the next lookup through it.
-  if (inode.parent != parent || inode.name != name) return;
-  inode.name.clear();
-  if (inode.nlookup == 0) inodes_.erase(it);
+  if (inode->parent != parent || inode->name != name) return;
+  inode->name.clear();
+  if (inode->nlookup == 0) erase_locked(inode);
 }
 
 InodePtr InodeTable::revive(std::uint64_t node) {
   std::lock_guard lock(mutex_);
-  return revive_locked(backing_ino(node), 0);
+  auto it = by_node_.find(node);
+  if (it == by_node_.end()) return nullptr;
+  return revive_locked(it->second, 0);
 }
 
-InodePtr InodeTable::revive_locked(ino_t ino, int depth_guard) {
-  auto it = inodes_.find(ino);
-  if (it == inodes_.end() || depth_guard > 4096) return nullptr;
-  InodePtr inode = it->second;
+InodePtr InodeTable::revive_locked(const InodePtr& inode, int depth_guard) {
+  if (depth_guard > 4096) return nullptr;
   {
     std::lock_guard ilock(inode->mutex);
     if (inode->gone) return nullptr;
     if (inode->fd >= 0) return inode;
   }
   if (inode->name.empty()) return nullptr;
-  InodePtr parent = revive_locked(inode->parent, depth_guard + 1);
+  auto pit = by_backing_.find(inode->parent);
+  if (pit == by_backing_.end()) return nullptr;
+  InodePtr parent = revive_locked(pit->second, depth_guard + 1);
   if (!parent) return nullptr;
   int parent_fd;
   {
@@ -181,7 +189,7 @@ InodePtr InodeTable::revive_locked(ino_t ino, int depth_guard) {
   int fd = openat(parent_fd, inode->name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0) return nullptr;
   struct stat st;
-  if (fstat(fd, &st) != 0 || st.st_ino != ino) {
+  if (fstat(fd, &st) != 0 || st.st_ino != inode->ino) {
     close(fd);
     return nullptr;
   }
@@ -197,7 +205,7 @@ InodePtr InodeTable::revive_locked(ino_t ino, int depth_guard) {
 std::vector<InodePtr> InodeTable::subtree(ino_t dir) const {
   std::lock_guard lock(mutex_);
   std::vector<InodePtr> found;
-  for (const auto& [ino, inode] : inodes_) {
+  for (const auto& [node, inode] : by_node_) {
     const Inode* at = inode.get();
     for (int guard = 0; guard < 4096; ++guard) {
       if (at->ino == dir) {
@@ -205,8 +213,8 @@ std::vector<InodePtr> InodeTable::subtree(ino_t dir) const {
         break;
       }
       if (at->role == Role::root || at->name.empty()) break;
-      auto it = inodes_.find(at->parent);
-      if (it == inodes_.end()) break;
+      auto it = by_backing_.find(at->parent);
+      if (it == by_backing_.end()) break;
       at = it->second.get();
     }
   }
@@ -215,7 +223,7 @@ std::vector<InodePtr> InodeTable::subtree(ino_t dir) const {
 
 void InodeTable::for_each(const std::function<void(Inode&)>& fn) {
   std::lock_guard lock(mutex_);
-  for (auto& [ino, inode] : inodes_) fn(*inode);
+  for (auto& [node, inode] : by_node_) fn(*inode);
 }
 
 }  // namespace artifactfs::fs

@@ -10,6 +10,9 @@
 // LiveArtifact::mutex, then Inode::mutex.
 #pragma once
 
+#include <atomic>
+#include <chrono>
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <unordered_map>
@@ -21,6 +24,13 @@ namespace artifactfs::fs {
 
 struct Inode;
 
+// An artifact whose usage changed this recently counts as being written,
+// even between two operations on it (a tool creating its files one after
+// the other holds no handle in between): routine cleanups leave it alone
+// whatever quota.min-age says. Only a writer that ran out of space may take
+// it, when nothing older is left.
+inline constexpr std::chrono::seconds kWriteGrace{2};
+
 struct LiveArtifact {
   explicit LiveArtifact(index::ArtifactId id) : id(id) {}
   const index::ArtifactId id;
@@ -30,6 +40,7 @@ struct LiveArtifact {
   bool evicted = false;    // removed from the mount; never cleared
   std::vector<std::weak_ptr<Inode>> members;  // inodes the table placed in it
   std::weak_ptr<Inode> root;                  // its top entry, once looked up
+  std::atomic<std::int64_t> last_write_ns{0};  // last change of its usage (no lock)
 };
 
 class ArtifactRegistry {

@@ -22,7 +22,8 @@ namespace artifactfs::quota {
 class EvictionWalk {
  public:
   // Artifacts last accessed after `protect_after` are too young to evict.
-  EvictionWalk(index::Index& index, Evictor& evictor, index::TimeNs protect_after, std::size_t page_size = 256);
+  EvictionWalk(index::Index& index, Evictor& evictor, index::TimeNs protect_after, Evictor::Need need,
+               std::size_t page_size = 256);
 
   // Evicts the least recently used artifact that is not pinned, too young or
   // in use. False once none is left.
@@ -40,6 +41,7 @@ class EvictionWalk {
   index::Index& index_;
   Evictor& evictor_;
   index::TimeNs protect_after_;
+  Evictor::Need need_;
   std::size_t page_size_;
 
   std::vector<index::ArtifactRecord> page_;

@@ -126,7 +126,7 @@ QuotaManager::CleanupResult QuotaManager::Impl::cleanup() {
   index.flush();
   const Snapshot s = refresh();
 
-  EvictionWalk walk(index, evictor, protect_after(s.settings.min_age));
+  EvictionWalk walk(index, evictor, protect_after(s.settings.min_age), Evictor::Need::cleanup);
   std::uint64_t current = s.usage;
   while (current > s.limits.target && walk.evict_next()) current = usage();
 
@@ -170,7 +170,7 @@ bool QuotaManager::Impl::make_room(std::uint64_t bytes) {
   const bool measurable = space.capacity_bytes > 0;
   bool need_one = true;
 
-  EvictionWalk walk(index, evictor, protect_after(current_settings.min_age));
+  EvictionWalk walk(index, evictor, protect_after(current_settings.min_age), Evictor::Need::out_of_space);
   for (;;) {
     std::uint64_t expected_free = space.free_bytes;
     std::size_t batch = 0;

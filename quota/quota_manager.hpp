@@ -42,9 +42,13 @@ enum class EvictOutcome { evicted, in_use, missing };
 class Evictor {
  public:
   virtual ~Evictor() = default;
+  // Why an eviction is asked for. A routine cleanup leaves alone an artifact
+  // written a moment ago (it may be half-written between two operations);
+  // a writer that ran out of space takes it if nothing else is left.
+  enum class Need { cleanup, out_of_space };
   // Removes the artifact from the mount in one step unless it has an open
   // handle or an operation in progress; on success `freed` is its usage.
-  virtual EvictOutcome evict(index::ArtifactId id, index::Usage& freed) = 0;
+  virtual EvictOutcome evict(index::ArtifactId id, index::Usage& freed, Need need) = 0;
   virtual SpaceInfo backing_space() = 0;
   // Blocks until evicted data is really deleted (so free space is real).
   virtual void wait_for_deletions() = 0;
