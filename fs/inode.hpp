@@ -18,13 +18,15 @@
 // the other). A forgotten inode is kept "dormant" (fd closed, last known
 // parent and name kept) so that a node id handed out earlier can be
 // resolved again when an NFS server asks for it after the kernel dropped it
-// (LOOKUP of ".").
+// (LOOKUP of "."). At most kMaxDormant such inodes are kept; an NFS handle
+// older than that answers ESTALE, as after a restart.
 #pragma once
 
 #include <sys/stat.h>
 #include <sys/types.h>
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -71,6 +73,8 @@ struct Inode {
 };
 
 using InodePtr = std::shared_ptr<Inode>;
+
+inline constexpr std::size_t kMaxDormant = 1u << 18;
 
 class InodeTable {
  public:
@@ -128,6 +132,9 @@ class InodeTable {
   std::unordered_map<std::uint64_t, InodePtr> by_node_;  // every inode, dormant ones included
   std::unordered_map<ino_t, InodePtr> by_backing_;       // the current inode of each backing inode
   std::uint64_t next_private_id_ = 1ull << 63;
+  // Dormant inodes, oldest first (may hold ids revived since: checked when
+  // popped). Bounds the memory kept for NFS handles of forgotten inodes.
+  std::deque<std::uint64_t> dormant_;
   InodePtr root_;
 };
 

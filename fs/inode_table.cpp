@@ -109,7 +109,18 @@ void InodeTable::forget(std::uint64_t node, std::uint64_t n) {
     if (inode->nlookup > 0) return;
     dormant = inode;
     // An inode with no known name cannot be found again: drop it whole.
-    if (inode->name.empty()) erase_locked(inode);
+    if (inode->name.empty()) {
+      erase_locked(inode);
+    } else {
+      dormant_.push_back(inode->node);
+      while (dormant_.size() > kMaxDormant) {
+        auto oldest = by_node_.find(dormant_.front());
+        dormant_.pop_front();
+        if (oldest != by_node_.end() && oldest->second->nlookup == 0 && oldest->second != dormant) {
+          erase_locked(oldest->second);
+        }
+      }
+    }
   }
   std::lock_guard ilock(dormant->mutex);
   if (dormant->fd >= 0) {
