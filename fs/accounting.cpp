@@ -15,19 +15,14 @@
 #include <string>
 #include <vector>
 
+#include "fs/usage.hpp"
 #include "fs/filesystem.hpp"
 
 namespace artifactfs::fs {
 
 namespace {
 
-index::Usage usage_of(const struct stat& st) {
-  return {static_cast<std::int64_t>(st.st_blocks) * 512, static_cast<std::int64_t>(st.st_size),
-          S_ISDIR(st.st_mode) ? 0 : 1};
-}
-
 bool shared_inode(const struct stat& st) { return !S_ISDIR(st.st_mode) && st.st_nlink > 1; }
-
 }  // namespace
 
 std::vector<SubtreeEntry> walk_subtree(int dirfd, const std::string& name) {

@@ -14,6 +14,7 @@
 
 #include "fs/filesystem.hpp"
 #include "fs/notifier.hpp"
+#include "fs/usage.hpp"
 #include "fs/trash.hpp"
 
 namespace artifactfs::fs {
@@ -33,18 +34,22 @@ int Filesystem::check_new_name(const Inode& parent, const char* name) const {
   return path && path->size() > index::kMaxArtifactName ? ENAMETOOLONG : 0;
 }
 
-index::ArtifactId Filesystem::adopt(const std::string& path, int parent_fd, const std::string& name) {
+std::optional<index::ArtifactId> Filesystem::adopt(const std::string& path, int parent_fd, const std::string& name,
+                                                   ino_t ino) {
+  // Lookups run concurrently with namespace changes: a record may be about
+  // to be made (mkdir between mkdirat and its record) or the entry may just
+  // have been renamed or evicted. Decide under the namespace lock.
+  std::lock_guard ns(namespace_mutex_);
+  if (auto id = index_.find(path)) return id;
+  struct stat st;
+  if (fstatat(parent_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 || st.st_ino != ino) return std::nullopt;
   // Only reachable if the data tree was changed behind the daemon's back.
   index::Usage usage;
   std::set<ino_t> seen;
-  index::TimeNs created = now_ns();
+  index::TimeNs created = ctime_ns(st);
   for (const auto& entry : walk_subtree(parent_fd, name)) {
-    if (entry.rel.empty()) {
-      created = static_cast<index::TimeNs>(entry.st.st_ctim.tv_sec) * 1'000'000'000 + entry.st.st_ctim.tv_nsec;
-    }
     if (!S_ISDIR(entry.st.st_mode) && entry.st.st_nlink > 1 && !seen.insert(entry.st.st_ino).second) continue;
-    usage += index::Usage{static_cast<std::int64_t>(entry.st.st_blocks) * 512, entry.st.st_size,
-                          S_ISDIR(entry.st.st_mode) ? 0 : 1};
+    usage += usage_of(entry.st);
   }
   spdlog::warn("artifact {} was missing from the index; added it ({} bytes on disk)", path, usage.disk_bytes);
   return index_.add_artifact(path, created, usage);

@@ -11,7 +11,6 @@
 #include <memory>
 #include <vector>
 
-#include "fs/creds.hpp"
 #include "fs/filesystem.hpp"
 #include "fs/handle.hpp"
 
@@ -125,50 +124,12 @@ int Filesystem::fsyncdir(fuse_req_t req, fuse_ino_t, int datasync, fuse_file_inf
   return 0;
 }
 
-int Filesystem::mkdir(fuse_req_t req, fuse_ino_t parent_ino, const char* name, mode_t mode) {
-  InodePtr parent = inode_of(parent_ino);
-  if (!parent) return ESTALE;
-  if (int err = check_new_name(*parent, name)) return err;
-  Lease lease = lease_for(*parent);
-  if (!lease.valid()) return ENOENT;
-  int parent_fd = fd_of(parent);
-  if (parent_fd < 0) return ENOENT;
-
-  std::unique_lock ns(namespace_mutex_);
-  int rc = mkdirat(parent_fd, name, mode);
-  if (rc != 0 && errno == ENOSPC && quota_) {
-    ns.unlock();
-    bool freed = quota_->make_room(0);
-    ns.lock();
-    if (freed) rc = mkdirat(parent_fd, name, mode);
-  }
-  if (rc != 0) return errno;
-  set_owner(req, parent_fd, name);
-  fuse_entry_param e;
-  int err = finish_create(parent, name, e, nullptr);
-  if (err) return err;
-  ns.unlock();
-  fuse_reply_entry(req, &e);
-  return 0;
+int Filesystem::mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
+  return make_node(req, parent, name, [&](int dirfd) { return mkdirat(dirfd, name, mode); });
 }
 
-int Filesystem::rmdir(fuse_req_t req, fuse_ino_t parent_ino, const char* name) {
-  InodePtr parent = inode_of(parent_ino);
-  if (!parent) return ESTALE;
-  Lease lease = lease_for(*parent);
-  if (!lease.valid()) return ENOENT;
-  int parent_fd = fd_of(parent);
-  if (parent_fd < 0) return ENOENT;
-
-  std::lock_guard ns(namespace_mutex_);
-  struct stat before;
-  if (fstatat(parent_fd, name, &before, AT_SYMLINK_NOFOLLOW) != 0) return errno;
-  if (unlinkat(parent_fd, name, AT_REMOVEDIR) != 0) return errno;
-  charge_unlinked(*parent, name, before);
-  inodes_.unlinked(parent->ino, name, before.st_ino);
-  recharge(parent);
-  fuse_reply_err(req, 0);
-  return 0;
+int Filesystem::rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  return remove_name(req, parent, name, AT_REMOVEDIR);
 }
 
 }  // namespace artifactfs::fs

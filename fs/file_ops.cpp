@@ -60,13 +60,11 @@ int Filesystem::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 }
 
 int Filesystem::create(fuse_req_t req, fuse_ino_t parent_ino, const char* name, mode_t mode, fuse_file_info* fi) {
-  InodePtr parent = inode_of(parent_ino);
-  if (!parent) return ESTALE;
+  Changing changing;
+  if (int err = begin_change(parent_ino, changing)) return err;
+  const InodePtr& parent = changing.inode;
+  const int parent_fd = changing.fd;
   if (int err = check_new_name(*parent, name)) return err;
-  Lease parent_lease = lease_for(*parent);
-  if (!parent_lease.valid()) return ENOENT;
-  int parent_fd = fd_of(parent);
-  if (parent_fd < 0) return ENOENT;
 
   std::unique_lock ns(namespace_mutex_);
   int flags = (fi->flags | O_CREAT) & ~(O_NOCTTY | O_NOFOLLOW);

@@ -106,6 +106,20 @@ class Filesystem final : public quota::Evictor {
   int removexattr(fuse_req_t req, fuse_ino_t ino, const char* name);
 
  private:
+  // A directory an operation changes, with a lease that keeps its artifact
+  // from being evicted until the operation is over.
+  struct Changing {
+    InodePtr inode;
+    Lease lease;
+    int fd = -1;
+  };
+  int begin_change(fuse_ino_t ino, Changing& out);  // errno, or 0
+  // unlink and rmdir (flags 0 or AT_REMOVEDIR).
+  int remove_name(fuse_req_t req, fuse_ino_t parent, const char* name, int flags);
+  // mkdir, symlink and mknod: `make(dirfd)` creates `name` in the parent
+  // (returns 0 or -1 with errno); retried once after making room on ENOSPC.
+  int make_node(fuse_req_t req, fuse_ino_t parent, const char* name, const std::function<int(int)>& make);
+
   // --- inode helpers (inode_ops.cpp) -------------------------------------------
   InodePtr inode_of(fuse_ino_t ino) const;  // nullptr: ESTALE
   int fd_of(const InodePtr& inode) const;   // -1 if dormant or evicted
@@ -153,7 +167,9 @@ class Filesystem final : public quota::Evictor {
   // ENAMETOOLONG if `name` is over NAME_MAX, or would make an artifact whose
   // path the index cannot key; else 0. Checked before any backing change.
   int check_new_name(const Inode& parent, const char* name) const;
-  index::ArtifactId adopt(const std::string& path, int parent_fd, const std::string& name);
+  // A record for an artifact root the index does not know; nullopt if the
+  // entry is no longer `ino` at that name.
+  std::optional<index::ArtifactId> adopt(const std::string& path, int parent_fd, const std::string& name, ino_t ino);
   // Recomputes depth, role and artifact of the inodes below `top` after a
   // rename moved them between artifacts.
   void replace_subtree(ino_t top);
@@ -172,7 +188,9 @@ class Filesystem final : public quota::Evictor {
   config::Config config_;  // layout and fuse settings are fixed for the mount's life
   InodeTable inodes_;
   ArtifactRegistry artifacts_;
-  std::mutex namespace_mutex_;  // see CONCURRENCY MODEL
+  // See CONCURRENCY MODEL. Recursive: a lookup made while a namespace change
+  // holds it may need it again to adopt an unknown artifact.
+  std::recursive_mutex namespace_mutex_;
   quota::QuotaManager* quota_ = nullptr;
   StatusProvider status_provider_;
   double entry_timeout_;

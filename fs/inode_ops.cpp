@@ -141,7 +141,12 @@ int Filesystem::do_lookup(const InodePtr& parent, const std::string& name, fuse_
       return ESTALE;
     }
     artifact_id = index_.find(*path);
-    if (!artifact_id) artifact_id = adopt(*path, parent_fd, name);
+    if (!artifact_id) artifact_id = adopt(*path, parent_fd, name, st.st_ino);
+    if (!artifact_id) {  // renamed or evicted while we looked
+      close(fd);
+      e.ino = 0;
+      return 0;
+    }
   }
   std::shared_ptr<LiveArtifact> live;
   if (artifact_id) live = artifacts_.get(*artifact_id);

@@ -4,17 +4,13 @@
 
 #include <cerrno>
 
+#include "fs/usage.hpp"
 #include "fs/inode.hpp"
 
 namespace artifactfs::fs {
 
 namespace {
 constexpr std::uint64_t kRootNodeId = 1;  // FUSE_ROOT_ID
-
-index::Usage usage_of(const struct stat& st) {
-  return {static_cast<std::int64_t>(st.st_blocks) * 512, static_cast<std::int64_t>(st.st_size),
-          S_ISDIR(st.st_mode) ? 0 : 1};
-}
 }  // namespace
 
 InodeTable::InodeTable(int root_fd, ino_t root_ino) {

@@ -1,6 +1,7 @@
 // Names: unlink, rename (with RENAME_NOREPLACE and RENAME_EXCHANGE), link,
-// symlink, mknod. Each runs under namespace_mutex_ so that the backing
-// change and its accounting are one step (see filesystem.hpp).
+// symlink, mknod, and the helpers mkdir and rmdir share with them. Each runs
+// under namespace_mutex_ so that the backing change and its accounting are
+// one step (see filesystem.hpp).
 #include <fcntl.h>
 #include <stdio.h>
 #include <unistd.h>
@@ -14,38 +15,66 @@
 
 namespace artifactfs::fs {
 
-int Filesystem::unlink(fuse_req_t req, fuse_ino_t parent_ino, const char* name) {
-  InodePtr parent = inode_of(parent_ino);
-  if (!parent) return ESTALE;
-  Lease lease = lease_for(*parent);
-  if (!lease.valid()) return ENOENT;
-  int parent_fd = fd_of(parent);
-  if (parent_fd < 0) return ENOENT;
+int Filesystem::begin_change(fuse_ino_t ino, Changing& out) {
+  out.inode = inode_of(ino);
+  if (!out.inode) return ESTALE;
+  out.lease = lease_for(*out.inode);
+  if (!out.lease.valid()) return ENOENT;  // its artifact was evicted
+  out.fd = fd_of(out.inode);
+  return out.fd < 0 ? ENOENT : 0;
+}
 
+int Filesystem::remove_name(fuse_req_t req, fuse_ino_t parent_ino, const char* name, int flags) {
+  Changing parent;
+  if (int err = begin_change(parent_ino, parent)) return err;
   std::lock_guard ns(namespace_mutex_);
   struct stat before;
-  if (fstatat(parent_fd, name, &before, AT_SYMLINK_NOFOLLOW) != 0) return errno;
-  if (unlinkat(parent_fd, name, 0) != 0) return errno;
-  charge_unlinked(*parent, name, before);
-  inodes_.unlinked(parent->ino, name, before.st_ino);
-  recharge(parent);
+  if (fstatat(parent.fd, name, &before, AT_SYMLINK_NOFOLLOW) != 0) return errno;
+  if (unlinkat(parent.fd, name, flags) != 0) return errno;
+  charge_unlinked(*parent.inode, name, before);
+  inodes_.unlinked(parent.inode->ino, name, before.st_ino);
+  recharge(parent.inode);
   fuse_reply_err(req, 0);
+  return 0;
+}
+
+int Filesystem::unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  return remove_name(req, parent, name, 0);
+}
+
+int Filesystem::make_node(fuse_req_t req, fuse_ino_t parent_ino, const char* name,
+                          const std::function<int(int)>& make) {
+  Changing parent;
+  if (int err = begin_change(parent_ino, parent)) return err;
+  if (int err = check_new_name(*parent.inode, name)) return err;
+  std::unique_lock ns(namespace_mutex_);
+  int rc = make(parent.fd);
+  if (rc != 0 && errno == ENOSPC && quota_) {
+    ns.unlock();  // make_room evicts, which takes namespace_mutex_
+    bool freed = quota_->make_room(0);
+    ns.lock();
+    if (freed) rc = make(parent.fd);
+  }
+  if (rc != 0) return errno;
+  set_owner(req, parent.fd, name);
+  fuse_entry_param e;
+  if (int err = finish_create(parent.inode, name, e, nullptr)) return err;
+  ns.unlock();
+  fuse_reply_entry(req, &e);
   return 0;
 }
 
 int Filesystem::rename(fuse_req_t req, fuse_ino_t parent_ino, const char* name, fuse_ino_t new_parent_ino,
                        const char* new_name, unsigned int flags) {
   if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) return EINVAL;
-  InodePtr parent = inode_of(parent_ino);
-  InodePtr new_parent = inode_of(new_parent_ino);
-  if (!parent || !new_parent) return ESTALE;
-  if (int err = check_new_name(*new_parent, new_name)) return err;
-  Lease lease = lease_for(*parent);
-  Lease new_lease = lease_for(*new_parent);
-  if (!lease.valid() || !new_lease.valid()) return ENOENT;
-  int parent_fd = fd_of(parent);
-  int new_parent_fd = fd_of(new_parent);
-  if (parent_fd < 0 || new_parent_fd < 0) return ENOENT;
+  Changing from, to;
+  if (int err = begin_change(parent_ino, from)) return err;
+  if (int err = begin_change(new_parent_ino, to)) return err;
+  if (int err = check_new_name(*to.inode, new_name)) return err;
+  const InodePtr& parent = from.inode;
+  const InodePtr& new_parent = to.inode;
+  const int parent_fd = from.fd;
+  const int new_parent_fd = to.fd;
 
   std::lock_guard ns(namespace_mutex_);
   struct stat moved, replaced;
@@ -74,15 +103,14 @@ int Filesystem::rename(fuse_req_t req, fuse_ino_t parent_ino, const char* name, 
 }
 
 int Filesystem::link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t new_parent_ino, const char* new_name) {
-  InodePtr inode = inode_of(ino);
-  InodePtr new_parent = inode_of(new_parent_ino);
-  if (!inode || !new_parent) return ESTALE;
-  if (int err = check_new_name(*new_parent, new_name)) return err;
-  Lease lease = lease_for(*new_parent);
-  if (!lease.valid()) return ENOENT;
-  int fd = fd_of(inode);
-  int new_parent_fd = fd_of(new_parent);
-  if (fd < 0 || new_parent_fd < 0) return ENOENT;
+  Changing source, target;
+  if (int err = begin_change(ino, source)) return err;
+  if (int err = begin_change(new_parent_ino, target)) return err;
+  if (int err = check_new_name(*target.inode, new_name)) return err;
+  const InodePtr& inode = source.inode;
+  const InodePtr& new_parent = target.inode;
+  const int fd = source.fd;
+  const int new_parent_fd = target.fd;
 
   std::lock_guard ns(namespace_mutex_);
   struct stat before;
@@ -99,42 +127,12 @@ int Filesystem::link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t new_parent_ino, 
   return 0;
 }
 
-int Filesystem::symlink(fuse_req_t req, const char* target, fuse_ino_t parent_ino, const char* name) {
-  InodePtr parent = inode_of(parent_ino);
-  if (!parent) return ESTALE;
-  if (int err = check_new_name(*parent, name)) return err;
-  Lease lease = lease_for(*parent);
-  if (!lease.valid()) return ENOENT;
-  int parent_fd = fd_of(parent);
-  if (parent_fd < 0) return ENOENT;
-
-  std::lock_guard ns(namespace_mutex_);
-  if (symlinkat(target, parent_fd, name) != 0) return errno;
-  set_owner(req, parent_fd, name);
-  fuse_entry_param e;
-  int err = finish_create(parent, name, e, nullptr);
-  if (err) return err;
-  fuse_reply_entry(req, &e);
-  return 0;
+int Filesystem::symlink(fuse_req_t req, const char* target, fuse_ino_t parent, const char* name) {
+  return make_node(req, parent, name, [&](int dirfd) { return symlinkat(target, dirfd, name); });
 }
 
-int Filesystem::mknod(fuse_req_t req, fuse_ino_t parent_ino, const char* name, mode_t mode, dev_t rdev) {
-  InodePtr parent = inode_of(parent_ino);
-  if (!parent) return ESTALE;
-  if (int err = check_new_name(*parent, name)) return err;
-  Lease lease = lease_for(*parent);
-  if (!lease.valid()) return ENOENT;
-  int parent_fd = fd_of(parent);
-  if (parent_fd < 0) return ENOENT;
-
-  std::lock_guard ns(namespace_mutex_);
-  if (mknodat(parent_fd, name, mode, rdev) != 0) return errno;
-  set_owner(req, parent_fd, name);
-  fuse_entry_param e;
-  int err = finish_create(parent, name, e, nullptr);
-  if (err) return err;
-  fuse_reply_entry(req, &e);
-  return 0;
+int Filesystem::mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
+  return make_node(req, parent, name, [&](int dirfd) { return mknodat(dirfd, name, mode, rdev); });
 }
 
 }  // namespace artifactfs::fs

@@ -1,3 +1,4 @@
+#include "fs/usage.hpp"
 #include "fs/reconcile.hpp"
 
 #include <dirent.h>
@@ -18,14 +19,6 @@ namespace artifactfs::fs {
 
 namespace {
 
-index::Usage usage_of(const struct stat& st) {
-  return {static_cast<std::int64_t>(st.st_blocks) * 512, static_cast<std::int64_t>(st.st_size),
-          S_ISDIR(st.st_mode) ? 0 : 1};
-}
-
-index::TimeNs ctime_ns(const struct stat& st) {
-  return static_cast<index::TimeNs>(st.st_ctim.tv_sec) * 1'000'000'000 + st.st_ctim.tv_nsec;
-}
 
 class Walker {
  public:
@@ -155,7 +148,6 @@ class Walker {
   std::map<ino_t, std::map<std::string, std::uint32_t>> links_;
   std::chrono::steady_clock::time_point last_report_ = std::chrono::steady_clock::now();
 };
-
 }  // namespace
 
 ReconcileSummary reconcile(int data_fd, const config::Layout& layout, index::Index& index, const std::string& reason) {

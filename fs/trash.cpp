@@ -1,4 +1,5 @@
 // See trash.hpp for the concurrency model.
+#include "fs/usage.hpp"
 #include "fs/trash.hpp"
 
 #include <dirent.h>
@@ -20,11 +21,6 @@ namespace {
 // whose hard links it is removing.
 index::ArtifactId id_of_entry(const std::string& name) {
   return std::strtoull(name.c_str(), nullptr, 10);
-}
-
-index::Usage usage_of(const struct stat& st) {
-  return {static_cast<std::int64_t>(st.st_blocks) * 512, static_cast<std::int64_t>(st.st_size),
-          S_ISDIR(st.st_mode) ? 0 : 1};
 }
 
 }  // namespace

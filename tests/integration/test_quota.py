@@ -149,6 +149,21 @@ def wait_trash_empty(m: harness.Mount) -> None:
     wait_until(lambda: not trash_entries(m), SETTLE, 0.05, what=f"{m.store}/trash to be emptied")
 
 
+def wait_evictions_settled(m: harness.Mount, quiet: float = 3.0) -> None:
+    """Until no eviction happened for `quiet` seconds: longer than the 2 s
+    during which a just-written artifact is left alone by cleanups, so a
+    cleanup blocked on those has run too."""
+    last = [root_int(m, "stats.evictions"), time.monotonic()]
+
+    def settled():
+        now = root_int(m, "stats.evictions")
+        if now != last[0]:
+            last[0], last[1] = now, time.monotonic()
+        return time.monotonic() - last[1] >= quiet
+
+    wait_until(settled, SETTLE + quiet, 0.1, what="evictions to settle")
+
+
 def twin_sizes(twin: Path, arts: dict[str, dict[str, bytes]]) -> tuple[dict[str, int], int]:
     """Publishes the artifacts into a fresh plain directory on the same file
     system: (du of each artifact, du of the whole directory including its own
@@ -660,6 +675,7 @@ def test_readers_during_continuous_eviction(mount_factory, threads):
     assert counts["reads"] > 0 and counts["opens_ok"] > 0, counts
     assert m.running
     # Quiet again: the quota holds and the index agrees with the data tree.
+    wait_evictions_settled(m)
     wait_until(lambda: root_int(m, "total.disk_bytes") <= 2 * MiB, SETTLE, what="usage under the limit")
     wait_trash_empty(m)
     harness.assert_accounting(m)
