@@ -297,12 +297,23 @@ run_eviction_once() {
   DAEMON_PID=$!
   MOUNTED=$em
   wait_mounted "$em" "$logf"
-  local line
-  line=$("$LOADGEN" mktree "$em" "$EVICT_ARTIFACTS" "$EVICT_FILES" "$EVICT_SIZE" -j 2)
-  echo "artifactfs evict_create $line" >> "$RAW"
-  CREATE_RATES+=("$(field files_per_s "$line")")
-  sync
+  # The daemon holds an O_PATH descriptor for every inode the kernel knows
+  # and closes it on FORGET; with RLIMIT_NOFILE at 20000 (no raising it in
+  # a container) creating 110,000 inodes in one go fails with EMFILE. So:
+  # batches of 1000 artifacts, the kernel's dentries and inodes dropped in
+  # between (echo 2), which makes it forget them.
+  local line b batch=1000 seconds=0 files=0
+  for (( b = 0; b < EVICT_ARTIFACTS; b += batch )); do
+    line=$("$LOADGEN" mktree "$em" "$(( EVICT_ARTIFACTS - b < batch ? EVICT_ARTIFACTS - b : batch ))" \
+           "$EVICT_FILES" "$EVICT_SIZE" -j 2 -o "$b")
+    seconds=$(echo "$seconds + $(field seconds "$line")" | bc -l)
+    files=$(( files + $(field files "$line") ))
+    echo 2 > /proc/sys/vm/drop_caches
+  done
+  echo "artifactfs evict_create files=$files seconds=$seconds daemon_fds_after=$(ls "/proc/$DAEMON_PID/fd" | wc -l) nofile=$(ulimit -n)" >> "$RAW"
+  CREATE_RATES+=("$(echo "$files / $seconds" | bc)")
   sleep 2  # one index flush interval and then some
+  drop_caches  # both sides start cold: eviction here, rm -rf below
   local e0 disk0
   e0=$(xattr "$em" stats.evictions)
   disk0=$(xattr "$em" total.disk_bytes)
@@ -344,9 +355,9 @@ run_eviction() {
   echo "native evict_create $line" >> "$RAW"
   NATIVE_CREATE_RATES+=("$(field files_per_s "$line")")
   rm -rf "$tree"
-  EVICT_COMMANDS="hyperfine --runs $EVICT_REPS --prepare 'mkdir -p $tree && loadgen mktree $tree $EVICT_ARTIFACTS $EVICT_FILES $EVICT_SIZE -j 2 && sync' 'rm -rf $tree'"
+  EVICT_COMMANDS="hyperfine --runs $EVICT_REPS --prepare 'mkdir -p $tree && loadgen mktree $tree $EVICT_ARTIFACTS $EVICT_FILES $EVICT_SIZE -j 2 && sync && echo 3 > /proc/sys/vm/drop_caches' 'rm -rf $tree'"
   hyperfine --style none --runs "$EVICT_REPS" \
-    --prepare "mkdir -p $tree && $LOADGEN mktree $tree $EVICT_ARTIFACTS $EVICT_FILES $EVICT_SIZE -j 2 >/dev/null && sync" \
+    --prepare "mkdir -p $tree && $LOADGEN mktree $tree $EVICT_ARTIFACTS $EVICT_FILES $EVICT_SIZE -j 2 >/dev/null && sync && echo 3 > /proc/sys/vm/drop_caches" \
     --export-csv "$WORKDIR/rm.csv" "rm -rf $tree" > "$LOGDIR/hyperfine-rm.log" 2>&1
   # command,mean,stddev,median,user,system,min,max
   RM_SECONDS=("$(awk -F, 'NR==2 {print $4}' "$WORKDIR/rm.csv")")
@@ -372,7 +383,7 @@ machine_section() {
 | backing filesystem | $fs_type ($WORKDIR) |
 | libfuse | $(pkg-config --modversion fuse3) (libfuse3-3 $(dpkg-query -W -f='${Version}' libfuse3-3)) |
 | bindfs / mergerfs | $(dpkg-query -W -f='${Version}' bindfs) / $(dpkg-query -W -f='${Version}' mergerfs) |
-| artifactfs | $ARTIFACTFS, commit $(git -C "$REPO" rev-parse --short HEAD)$(git -C "$REPO" diff --quiet HEAD -- . ':!bench' || echo ' + uncommitted changes in the work tree'), $(grep -m1 CMAKE_BUILD_TYPE "$(dirname "$(dirname "$ARTIFACTFS")")/CMakeCache.txt" 2>/dev/null | cut -d= -f2) build |
+| artifactfs | $ARTIFACTFS (built $(date -r "$ARTIFACTFS" '+%F %T')); repository at report time: commit $(git -C "$REPO" rev-parse --short HEAD)$(git -C "$REPO" diff --quiet HEAD -- . ':!bench' || echo ' + uncommitted changes in the work tree'), $(grep -m1 CMAKE_BUILD_TYPE "$(dirname "$(dirname "$ARTIFACTFS")")/CMakeCache.txt" 2>/dev/null | cut -d= -f2) build |
 
 EOF
 }
@@ -388,7 +399,7 @@ write_report() {
   {
     echo "# artifactfs benchmark results, $DATE, $(hostname -s)"
     echo
-    echo "Produced by \`bench/run.sh $ORIG_ARGS\`. Figures are medians of $REPS runs unless stated; see"
+    echo "Produced by \`bench/run.sh $ORIG_ARGS\` (niceness $(nice)). Figures are medians of $REPS runs unless stated; see"
     echo "bench/README.md for what each column measures."
     echo
     machine_section
@@ -437,10 +448,11 @@ EOF
 ## Eviction
 
 $EVICT_ARTIFACTS artifacts of $EVICT_FILES files of $EVICT_SIZE bytes, written through an artifactfs
-mount (fuse.threads=2, quota unlimited, min-age 0s), \`sync\`, then quota.max-size set to 4K in the
-configuration file and SIGHUP: time from the signal until stats.evictions has grown by
+mount (fuse.threads=2, quota unlimited, min-age 0s) in batches of 1000 artifacts with
+\`echo 2 > /proc/sys/vm/drop_caches\` in between (see the note on EMFILE below), then \`sync\` and
+\`echo 3 > /proc/sys/vm/drop_caches\`, then quota.max-size set to 4K in the configuration file and SIGHUP: time from the signal until stats.evictions has grown by
 $EVICT_ARTIFACTS and STORE/trash is empty (polled every 20 ms). Against: \`rm -rf\` of the same
-trees in a directory on the same disk (created and synced before each run).
+trees in a directory on the same disk (created, synced and caches dropped before each run): both cold.
 
 | | seconds | runs |
 |---|---|---|
@@ -448,7 +460,12 @@ trees in a directory on the same disk (created and synced before each run).
 | rm -rf, native (median) | $rm | $EVICT_REPS |
 | ratio | ${ratio}x | |
 
-Creating the trees: $cm files/s through artifactfs, $nm files/s native (2 writer threads).
+Creating the trees: $cm files/s through artifactfs (batches), $nm files/s native in one go (2 writer threads).
+
+EMFILE: artifactfs keeps an O_PATH descriptor open for every inode the kernel holds a reference
+to, and closes it only on FORGET. With RLIMIT_NOFILE at $(ulimit -n) (soft and hard; root cannot
+raise it in this container), writing the trees in one go failed with "Too many open files" after
+about 18,000 files; hence the batches with the kernel's inode cache dropped between them.
 
 EOF
     fi
@@ -484,7 +501,8 @@ EOF
     if [[ $DO_EVICTION == 1 ]]; then
       cat <<EOF
 eviction:     artifactfs mount ESTORE EMNT -f -c evict.yaml --set fuse.threads=2
-              loadgen mktree EMNT $EVICT_ARTIFACTS $EVICT_FILES $EVICT_SIZE -j 2; sync; sleep 2
+              for B in 0 1000 ...: loadgen mktree EMNT 1000 $EVICT_FILES $EVICT_SIZE -j 2 -o B; echo 2 > /proc/sys/vm/drop_caches
+              sleep 2; sync; echo 3 > /proc/sys/vm/drop_caches
               sed -i 's/max-size: unlimited/max-size: 4K/' evict.yaml; kill -HUP PID
               poll getfattr -n user.artifactfs.stats.evictions EMNT and ls -A ESTORE/trash
 rm -rf:       $EVICT_COMMANDS
