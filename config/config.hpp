@@ -35,7 +35,7 @@ struct IndexSettings {
 };
 
 struct FuseSettings {
-  int threads = 1;                          // 1: single-threaded loop; N > 1: multi-threaded, up to N idle workers
+  int threads = 4;                          // 1: single-threaded loop; N > 1: multi-threaded, up to N workers
   std::chrono::milliseconds entry_timeout{std::chrono::hours(1)};
   std::chrono::milliseconds attr_timeout{std::chrono::hours(1)};
   bool allow_other = true;                  // every user (and NFS export) can read the cache

@@ -167,19 +167,21 @@ quota::EvictOutcome Filesystem::evict(index::ArtifactId id, index::Usage& freed,
     }
   }
   artifacts_.erase(id);
+  // The kernel may know the entry (and have the parent's listing cached)
+  // without our knowing the artifact's root inode: find the parent by path.
+  const std::string& path = record->name;
+  const auto slash = path.rfind('/');
+  const std::string parent_path = slash == std::string::npos ? "." : path.substr(0, slash);
+  const std::string name = slash == std::string::npos ? path : path.substr(slash + 1);
+  struct stat parent_st;
+  InodePtr parent =
+      fstatat(data_fd_, parent_path.c_str(), &parent_st, 0) == 0 ? inodes_.find_backing(parent_st.st_ino) : nullptr;
+  if (root) inodes_.unlinked(parent ? parent->ino : root->parent, name, root->ino);
   ns.unlock();
 
-  if (root) {
-    ino_t parent_ino;
-    std::string name;
-    {
-      std::lock_guard lock(inodes_.mutex());
-      parent_ino = root->parent;
-      name = root->name;
-    }
-    InodePtr parent = inodes_.find_backing(parent_ino);
-    if (parent && !name.empty()) notifier_.entry_gone(parent->node, name);
-    inodes_.unlinked(parent_ino, name, root->ino);
+  if (parent) {
+    notifier_.entry_gone(parent->node, name);
+    notifier_.contents_changed(parent->node);  // its cached listing
   }
   spdlog::debug("evicted {} ({} bytes on disk)", record->name, record->usage.disk_bytes);
   freed = record->usage;

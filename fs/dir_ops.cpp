@@ -38,6 +38,10 @@ int Filesystem::opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     index_.count(index::Stat::hits);
   }
   handle->lease = std::move(lease);
+  // Listings may be cached by the kernel: changes through the mount update
+  // that cache, and evictions invalidate it (Notifier::contents_changed).
+  fi->cache_readdir = 1;
+  fi->keep_cache = 1;
   fi->fh = reinterpret_cast<std::uint64_t>(handle.release());
   if (fuse_reply_open(req, fi) != 0) {
     std::unique_ptr<DirHandle> orphan(DirHandle::of(fi));

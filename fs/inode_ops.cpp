@@ -6,6 +6,7 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <climits>
@@ -118,6 +119,14 @@ int Filesystem::do_lookup(const InodePtr& parent, const std::string& name, fuse_
   int fd = open_path_fd(parent_fd, name.c_str());
   if (fd < 0) {
     int err = errno;
+    if (err == EMFILE || err == ENFILE) {
+      static std::atomic<std::int64_t> last_warning{0};
+      std::int64_t now = now_ns();
+      if (now - last_warning.exchange(now) > 60'000'000'000) {
+        spdlog::warn("out of file descriptors (one is kept per inode the kernel caches): raise the limit "
+                     "(systemd: LimitNOFILE=1048576) or lower the kernel's cache (echo 2 > /proc/sys/vm/drop_caches)");
+      }
+    }
     if (err == ENOENT) {
       if (role == Role::artifact) index_.count(index::Stat::misses);
       // Negative entries may be cached: every change of the data tree comes

@@ -14,6 +14,7 @@
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/sinks/syslog_sink.h>
 #include <spdlog/spdlog.h>
@@ -21,6 +22,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <memory>
 #include <thread>
@@ -53,6 +55,25 @@ void log_to_syslog() {
   auto level = spdlog::default_logger()->level();
   spdlog::set_default_logger(logger);
   spdlog::set_level(level);
+}
+
+// The daemon keeps a descriptor on every inode the kernel holds (see
+// inode.hpp): take as many descriptors as the system allows.
+rlim_t raise_descriptor_limit() {
+  struct rlimit limit;
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return 0;
+  rlim_t wanted = 1 << 20;
+  if (std::FILE* f = std::fopen("/proc/sys/fs/nr_open", "r")) {
+    unsigned long long nr_open = 0;
+    if (std::fscanf(f, "%llu", &nr_open) == 1 && nr_open > 0) wanted = static_cast<rlim_t>(nr_open);
+    std::fclose(f);
+  }
+  struct rlimit raised = {wanted, wanted};
+  if (limit.rlim_max < wanted && setrlimit(RLIMIT_NOFILE, &raised) == 0) return wanted;  // CAP_SYS_RESOURCE
+  limit.rlim_cur = limit.rlim_max;
+  setrlimit(RLIMIT_NOFILE, &limit);
+  getrlimit(RLIMIT_NOFILE, &limit);
+  return limit.rlim_cur;
 }
 
 int open_dir(const std::filesystem::path& dir) {
@@ -105,6 +126,7 @@ int run_mount(const MountRequest& request) {
   sigaddset(&hup, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &hup, nullptr);
 
+  const rlim_t descriptors = raise_descriptor_limit();
   try {
     prepare_mountpoint(request.mountpoint, request.store);
     Store store(request.store);
@@ -168,6 +190,11 @@ int run_mount(const MountRequest& request) {
     spdlog::info("mounted {} on {}: {} artifacts, {} bytes on disk; layout depth {}, {} thread(s), quota {}",
                  store.root().string(), request.mountpoint.string(), totals.artifact_count, totals.usage.disk_bytes,
                  config.layout.depth, config.fuse.threads, quota.describe());
+    if (descriptors < 65536) {
+      spdlog::warn("only {} file descriptors: the kernel can cache more inodes than that, and lookups then fail "
+                   "with EMFILE; raise the hard limit (systemd: LimitNOFILE=1048576, shell: ulimit -Hn)",
+                   descriptors);
+    }
     int rc;
     {
       index::FlushThread flusher(*index, config.index.flush_interval,

@@ -31,6 +31,13 @@ void Notifier::attributes_changed(std::uint64_t node) {
   wake_.notify_one();
 }
 
+void Notifier::contents_changed(std::uint64_t node) {
+  std::lock_guard lock(mutex_);
+  if (!session_ || stopping_) return;
+  queue_.push_back({node, {}, true});
+  wake_.notify_one();
+}
+
 void Notifier::stop() {
   {
     std::lock_guard lock(mutex_);
@@ -51,7 +58,7 @@ void Notifier::run() {
     fuse_session* session = session_;
     lock.unlock();
     int rc = item.name.empty()
-                 ? fuse_lowlevel_notify_inval_inode(session, item.node, -1, 0)
+                 ? fuse_lowlevel_notify_inval_inode(session, item.node, item.contents ? 0 : -1, 0)
                  : fuse_lowlevel_notify_inval_entry(session, item.node, item.name.c_str(), item.name.size());
     // ENOENT: the kernel had nothing cached, which is fine.
     if (rc != 0 && rc != -ENOENT) {

@@ -30,12 +30,15 @@ class Notifier {
   void set_session(fuse_session* session);
   void entry_gone(std::uint64_t parent_node, const std::string& name);
   void attributes_changed(std::uint64_t node);
+  // Attributes and cached contents (a directory's cached listing).
+  void contents_changed(std::uint64_t node);
   void stop();  // before the session is destroyed
 
  private:
   struct Item {
     std::uint64_t node;
-    std::string name;  // empty: attributes of `node`; else the entry `name` in `node`
+    std::string name;       // empty: the inode `node` itself; else the entry `name` in `node`
+    bool contents = false;  // with an empty name: drop cached contents too
   };
   void run();
 

@@ -57,7 +57,7 @@ TEST_CASE("defaults without a file", "[config][load]") {
   CHECK(config.layout.depth == 1);
   CHECK(config.layout.keep.empty());
   CHECK(config.index.flush_interval == 1s);
-  CHECK(config.fuse.threads == 1);
+  CHECK(config.fuse.threads == 4);
   CHECK(config.fuse.entry_timeout == 1h);
   CHECK(config.fuse.attr_timeout == 1h);
   CHECK(config.fuse.allow_other);
@@ -72,7 +72,7 @@ TEST_CASE("defaults without a file", "[config][load]") {
 
 TEST_CASE("an empty file or a comment-only file means all defaults", "[config][load]") {
   TempDir dir;
-  CHECK(load(dir.write("empty.yaml", "")).fuse.threads == 1);
+  CHECK(load(dir.write("empty.yaml", "")).fuse.threads == 4);
   CHECK(load(dir.write("comments.yaml", "# nothing set yet\n")).quota.min_age == 10min);
   CHECK(load(dir.write("sections.yaml", "layout:\nquota:\n")).layout.depth == 1);
 }
@@ -85,7 +85,7 @@ TEST_CASE("a complete file is read into typed members", "[config][load]") {
 index:
   flush-interval: 250ms
 fuse:
-  threads: 4
+  threads: 8
   entry-timeout: 0s
   attr-timeout: 30s
   allow-other: false
@@ -101,7 +101,7 @@ log:
   CHECK(config.layout.depth == 3);
   CHECK(config.layout.keep == std::vector<std::string>{"stats", "*.lock", "CACHEDIR.TAG"});
   CHECK(config.index.flush_interval == 250ms);
-  CHECK(config.fuse.threads == 4);
+  CHECK(config.fuse.threads == 8);
   CHECK(config.fuse.entry_timeout == 0ms);
   CHECK(config.fuse.attr_timeout == 30s);
   CHECK_FALSE(config.fuse.allow_other);
