@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include <cerrno>
+#include <cstring>
 #include <exception>
 #include <new>
 
@@ -23,6 +24,11 @@ void run(fuse_req_t req, const char* what, Op&& op) {
   int err;
   try {
     err = op(fs_of(req));
+    // Per-operation tracing costs one level check unless enabled.
+    if (spdlog::should_log(spdlog::level::debug)) {
+      const fuse_ctx* ctx = fuse_req_ctx(req);
+      spdlog::debug("{} by pid {} uid {}: {}", what, ctx->pid, ctx->uid, err ? std::strerror(err) : "ok");
+    }
   } catch (const std::bad_alloc&) {
     err = ENOMEM;
   } catch (const index::IndexError& e) {

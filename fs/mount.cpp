@@ -2,7 +2,8 @@
 // reconcile) the index, mount, serve, and shut down cleanly.
 //
 // CONCURRENCY MODEL
-// Threads: the FUSE loop (one, or a pool), the index FlushThread, the Trash
+// Without -f the process forks first of all (daemonize.hpp): no thread and
+// no LMDB environment may exist before that. Threads: the FUSE loop (one, or a pool), the index FlushThread, the Trash
 // deleter, the Notifier, the quota thread, and a signal thread that owns
 // SIGHUP (blocked in every other thread, so configuration reloads never run
 // inside a signal handler). Shutdown order is the reverse of start-up: the
@@ -25,8 +26,10 @@
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <thread>
 
+#include "fs/daemonize.hpp"
 #include "fs/filesystem.hpp"
 #include "fs/fuse_ops.hpp"
 #include "fs/notifier.hpp"
@@ -127,6 +130,8 @@ int run_mount(const MountRequest& request) {
   pthread_sigmask(SIG_BLOCK, &hup, nullptr);
 
   const rlim_t descriptors = raise_descriptor_limit();
+  std::optional<Background> background;
+  if (!request.foreground) background.emplace(Background::fork_and_wait());
   try {
     prepare_mountpoint(request.mountpoint, request.store);
     Store store(request.store);
@@ -180,9 +185,11 @@ int run_mount(const MountRequest& request) {
                       "non-root, is user_allow_other set in /etc/fuse.conf?)");
     }
     notifier.set_session(session);
-    if (!request.foreground) log_to_syslog();
-    fuse_daemonize(request.foreground ? 1 : 0);
     store.record_owner(request.mountpoint);
+    if (background) {
+      log_to_syslog();
+      background->ready();
+    }
 
     trash.start();
     quota.start();
