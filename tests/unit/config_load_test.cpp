@@ -7,38 +7,15 @@
 
 #include <fstream>
 
+#include "tests/unit/temp_dir.hpp"
 #include "config/config.hpp"
 
 using namespace artifactfs::config;
 using namespace std::chrono_literals;
 
+using artifactfs::testing::TempDir;
+
 namespace {
-
-// A private directory for the configuration files of one test.
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (std::filesystem::temp_directory_path() / "artifactfs-config-XXXXXX").string();
-    if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    std::filesystem::remove_all(path_, ignored);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-
-  std::filesystem::path write(const std::string& name, const std::string& content) const {
-    const std::filesystem::path file = path_ / name;
-    std::ofstream(file) << content;
-    return file;
-  }
-  const std::filesystem::path& path() const { return path_; }
-
- private:
-  std::filesystem::path path_;
-};
 
 std::vector<std::string> problems_of(const std::optional<std::filesystem::path>& file,
                                      const std::vector<std::string>& overrides = {}) {

@@ -12,31 +12,16 @@
 #include <fstream>
 #include <string>
 
+#include "tests/unit/temp_dir.hpp"
 #include "index/index.hpp"
 
 namespace ix = artifactfs::index;
 using ix::Index;
 using ix::Usage;
 
+using artifactfs::testing::TempDir;
+
 namespace {
-
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "index_durability_XXXXXX").string();
-    if (!mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::filesystem::path& path() const { return path_; }
-  std::filesystem::path index_dir() const { return path_ / "index"; }
-
- private:
-  std::filesystem::path path_;
-};
 
 // Opens the environment with plain LMDB calls, to damage it on purpose.
 void with_raw_env(const std::filesystem::path& dir, const std::function<void(MDB_txn*)>& fn) {

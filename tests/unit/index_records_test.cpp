@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/unit/temp_dir.hpp"
 #include "index/index.hpp"
 
 namespace ix = artifactfs::index;
@@ -18,24 +19,9 @@ using ix::ArtifactRecord;
 using ix::Index;
 using ix::Usage;
 
+using artifactfs::testing::TempDir;
+
 namespace {
-
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "index_records_XXXXXX").string();
-    if (!mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  std::filesystem::path index_dir() const { return path_ / "index"; }
-
- private:
-  std::filesystem::path path_;
-};
 
 std::vector<ArtifactId> lru_ids(const Index& index, std::size_t limit = 1000) {
   std::vector<ArtifactId> ids;

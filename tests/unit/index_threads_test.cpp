@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "tests/unit/temp_dir.hpp"
 #include "index/index.hpp"
 
 namespace ix = artifactfs::index;
@@ -22,24 +23,9 @@ using ix::Index;
 using ix::Usage;
 using namespace std::chrono_literals;
 
+using artifactfs::testing::TempDir;
+
 namespace {
-
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "index_threads_XXXXXX").string();
-    if (!mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  std::filesystem::path index_dir() const { return path_ / "index"; }
-
- private:
-  std::filesystem::path path_;
-};
 
 // Collects what after_flush reports, and lets a test wait for an id.
 class FlushLog {

@@ -18,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "tests/unit/temp_dir.hpp"
 #include "config/config.hpp"
 #include "index/index.hpp"
 #include "quota/limits.hpp"
@@ -29,24 +30,9 @@ namespace cfg = artifactfs::config;
 using ix::ArtifactId;
 using namespace std::chrono_literals;
 
+using artifactfs::testing::TempDir;
+
 namespace {
-
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "quota_manager_XXXXXX").string();
-    if (!mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  std::filesystem::path index_dir() const { return path_ / "index"; }
-
- private:
-  std::filesystem::path path_;
-};
 
 ix::TimeNs now_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
