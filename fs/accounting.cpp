@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "fs/tree_walk.hpp"
 #include "fs/usage.hpp"
 #include "fs/filesystem.hpp"
 
@@ -33,30 +34,15 @@ std::vector<SubtreeEntry> walk_subtree(int dirfd, const std::string& name) {
   if (!S_ISDIR(st.st_mode)) return entries;
   // Depth-first with an explicit stack of (directory fd, relative path).
   std::vector<std::pair<int, std::string>> stack;
-  int top = openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-  if (top < 0) return entries;
-  stack.emplace_back(top, "");
+  stack.emplace_back(open_subdir(dirfd, name), "");
   while (!stack.empty()) {
     auto [fd, rel] = stack.back();
     stack.pop_back();
-    DIR* dir = fdopendir(fd);
-    if (!dir) {
-      close(fd);
-      continue;
-    }
-    while (dirent* de = readdir(dir)) {
-      std::string child = de->d_name;
-      if (child == "." || child == "..") continue;
-      struct stat cst;
-      if (fstatat(fd, child.c_str(), &cst, AT_SYMLINK_NOFOLLOW) != 0) continue;
+    for_each_child(fd, [&](int parent, const std::string& child, const struct stat& cst) {
       std::string child_rel = rel.empty() ? child : rel + "/" + child;
       entries.push_back({child_rel, cst});
-      if (S_ISDIR(cst.st_mode)) {
-        int cfd = openat(fd, child.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (cfd >= 0) stack.emplace_back(cfd, child_rel);
-      }
-    }
-    closedir(dir);
+      if (S_ISDIR(cst.st_mode)) stack.emplace_back(open_subdir(parent, child), child_rel);
+    });
   }
   return entries;
 }

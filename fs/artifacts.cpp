@@ -78,14 +78,7 @@ void Filesystem::replace_subtree(ino_t top) {
   std::sort(ordered.begin(), ordered.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
   for (auto& entry : ordered) {
     const InodePtr& inode = entry.second;
-    std::string name;
-    ino_t parent_ino;
-    {
-      std::lock_guard lock(inodes_.mutex());
-      name = inode->name;
-      parent_ino = inode->parent;
-    }
-    InodePtr parent = inodes_.find_backing(parent_ino);
+    auto [parent, name] = inodes_.place_of(*inode);
     if (!parent || name.empty()) continue;
     Role role = role_of_child(*parent, name);
     std::shared_ptr<LiveArtifact> live;

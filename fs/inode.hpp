@@ -33,6 +33,7 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "fs/live_artifact.hpp"
@@ -100,6 +101,10 @@ class InodeTable {
 
   // Decrements nlookup; closes the fd of an inode nobody references.
   void forget(std::uint64_t node_id, std::uint64_t nlookup);
+
+  // Where an inode was last seen: its parent directory (nullptr if unknown)
+  // and its name there (empty once that name was removed).
+  std::pair<InodePtr, std::string> place_of(const Inode& inode) const;
 
   // The backing relative path of a directory entry ("" for the root), from
   // the parent chain. Empty optional if the chain is broken.

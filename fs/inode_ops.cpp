@@ -278,14 +278,7 @@ int Filesystem::setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int t
       rc = futimens(handle_fd, tv);
     } else if (symlink) {
       // A symlink cannot be reopened through /proc; name it in its parent.
-      std::string name;
-      ino_t parent_ino;
-      {
-        std::lock_guard lock(inodes_.mutex());
-        name = inode->name;
-        parent_ino = inode->parent;
-      }
-      InodePtr parent = inodes_.find_backing(parent_ino);
+      auto [parent, name] = inodes_.place_of(*inode);
       if (!parent || name.empty()) return ESTALE;
       rc = utimensat(fd_of(parent), name.c_str(), tv, AT_SYMLINK_NOFOLLOW);
     } else {

@@ -125,6 +125,12 @@ void InodeTable::forget(std::uint64_t node, std::uint64_t n) {
   }
 }
 
+std::pair<InodePtr, std::string> InodeTable::place_of(const Inode& inode) const {
+  std::lock_guard lock(mutex_);
+  auto it = by_backing_.find(inode.parent);
+  return {it == by_backing_.end() ? nullptr : it->second, inode.name};
+}
+
 std::optional<std::string> InodeTable::path_of(const Inode& inode) const {
   std::lock_guard lock(mutex_);
   return path_of_locked(inode);

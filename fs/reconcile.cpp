@@ -1,3 +1,4 @@
+#include "fs/tree_walk.hpp"
 #include "fs/usage.hpp"
 #include "fs/reconcile.hpp"
 
@@ -70,7 +71,7 @@ class Walker {
   void walk_outside(int fd) {
     for_each_child(fd, [&](int parent, const std::string& name, const struct stat& st) {
       count_outside(st);
-      if (S_ISDIR(st.st_mode)) walk_outside(openat(parent, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+      if (S_ISDIR(st.st_mode)) walk_outside(open_subdir(parent, name));
     });
   }
 
@@ -79,11 +80,11 @@ class Walker {
       std::string child = path.empty() ? name : path + "/" + name;
       if (kept(name)) {
         count_outside(st);
-        if (S_ISDIR(st.st_mode)) walk_outside(openat(parent, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        if (S_ISDIR(st.st_mode)) walk_outside(open_subdir(parent, name));
       } else if (depth + 1 < layout_.depth) {
         count_outside(st);
         if (S_ISDIR(st.st_mode)) {
-          walk_namespace(openat(parent, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC), child, depth + 1);
+          walk_namespace(open_subdir(parent, name), child, depth + 1);
         }
       } else {
         index::Usage usage;
@@ -95,7 +96,7 @@ class Walker {
         };
         add(st);
         if (S_ISDIR(st.st_mode)) {
-          walk_artifact(openat(parent, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC), add);
+          walk_artifact(open_subdir(parent, name), add);
         }
         rebuild_.artifact(child, usage, ctime_ns(st));
         summary.artifacts++;
@@ -107,26 +108,8 @@ class Walker {
   void walk_artifact(int fd, Add& add) {
     for_each_child(fd, [&](int parent, const std::string& name, const struct stat& st) {
       add(st);
-      if (S_ISDIR(st.st_mode)) walk_artifact(openat(parent, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC), add);
+      if (S_ISDIR(st.st_mode)) walk_artifact(open_subdir(parent, name), add);
     });
-  }
-
-  template <typename Fn>
-  void for_each_child(int fd, Fn&& fn) {
-    if (fd < 0) return;
-    DIR* dir = fdopendir(fd);
-    if (!dir) {
-      close(fd);
-      return;
-    }
-    while (dirent* de = readdir(dir)) {
-      std::string name = de->d_name;
-      if (name == "." || name == "..") continue;
-      struct stat st;
-      if (fstatat(fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
-      fn(fd, name, st);
-    }
-    closedir(dir);
   }
 
   void progress() {
