@@ -5,13 +5,15 @@
 // counts it once and the totals count it once, as `du` does.
 //
 // Callers hold namespace_mutex_ for every change of names; recharge() after
-// writes does not need it (see filesystem.hpp).
+// writes does not need it, and holds ownership_mutex_ shared instead (see
+// filesystem.hpp).
 #include <dirent.h>
 #include <fcntl.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <shared_mutex>
 #include <string>
 #include <vector>
 
@@ -49,6 +51,10 @@ std::vector<SubtreeEntry> walk_subtree(int dirfd, const std::string& name) {
 
 void Filesystem::charge(index::ArtifactId owner, const index::Usage& delta) {
   index_.charge(owner, delta);
+  mark_written(owner);
+}
+
+void Filesystem::mark_written(index::ArtifactId owner) {
   if (owner == index::kOutside) return;
   // A change of usage is a write in progress: see kWriteGrace.
   if (auto live = artifacts_.find(owner)) live->last_write_ns.store(now_ns(), std::memory_order_relaxed);
@@ -74,39 +80,54 @@ index::ArtifactId Filesystem::owner_of_child(const Inode& parent, const std::str
 }
 
 void Filesystem::recharge(const InodePtr& inode) {
-  struct stat st;
+  // Renames that move entries between artifacts hold this exclusively, so
+  // the owner read here stays the owner until the charge is made.
+  std::shared_lock ownership(ownership_mutex_);
+  std::shared_ptr<LiveArtifact> live;
   {
-    std::lock_guard lock(inode->mutex);
-    if (inode->fd < 0 || fstat(inode->fd, &st) != 0) return;
+    std::lock_guard lock(inodes_.mutex());
+    live = inode->artifact;
   }
-  recharge(inode, st);
-}
-
-void Filesystem::recharge(const InodePtr& inode, const struct stat& now) {
+  const index::ArtifactId owner = live ? live->id : index::kOutside;
+  std::vector<index::ArtifactId> owners;
   index::Usage delta;
   {
+    // The stat, the delta and the charge are one step per inode, so that an
+    // unlink (charge_unlinked reads `accounted` under this mutex) sees either
+    // all of a write's growth or none of it.
     std::lock_guard lock(inode->mutex);
+    struct stat now;
+    if (inode->fd < 0 || fstat(inode->fd, &now) != 0) return;
     index::Usage current = usage_of(now);
     delta = current;
     delta += -inode->accounted;
     inode->accounted = current;
-  }
-  if (delta == index::Usage{}) return;
-  // An open file with no names left is no longer part of the tree.
-  if (!S_ISDIR(now.st_mode) && now.st_nlink == 0) return;
-  if (shared_inode(now)) {
-    if (auto links = index_.links(now.st_ino)) {
-      for (const auto& [owner, count] : *links) {
-        if (count > 0) charge(owner, delta);
+    if (delta == index::Usage{}) return;
+    // An open file with no names left is no longer part of the tree.
+    if (!S_ISDIR(now.st_mode) && now.st_nlink == 0) return;
+    if (shared_inode(now)) {
+      if (auto links = index_.links(now.st_ino)) {
+        for (const auto& [id, count] : *links) {
+          if (count > 0) owners.push_back(id);
+        }
       }
-    } else {
-      charge(owner_id(*inode), delta);
     }
-  } else {
-    charge(owner_id(*inode), delta);
+    if (owners.empty()) owners.push_back(owner);
+    for (index::ArtifactId id : owners) index_.charge(id, delta);
+    index_.charge_total(delta);
   }
-  index_.charge_total(delta);
+  for (index::ArtifactId id : owners) mark_written(id);
   if (delta.disk_bytes > 0) notify_usage_grew();
+}
+
+index::Usage Filesystem::indexed_usage(const struct stat& st) const {
+  // What the index counts for an inode we know is what we last charged,
+  // which a write in flight may not have reached yet.
+  if (InodePtr known = inodes_.find_backing(st.st_ino); known && known->type == (st.st_mode & S_IFMT)) {
+    std::lock_guard lock(known->mutex);
+    if (known->fd >= 0) return known->accounted;
+  }
+  return usage_of(st);
 }
 
 void Filesystem::ensure_record(const Inode& parent, const std::string& name) {
@@ -128,7 +149,7 @@ void Filesystem::charge_new(const Inode&, const Inode& child, const struct stat&
 void Filesystem::charge_unlinked(const Inode& parent, const std::string& name, const struct stat& before) {
   Role role = role_of_child(parent, name);
   index::ArtifactId owner = owner_of_child(parent, name);
-  index::Usage usage = usage_of(before);
+  index::Usage usage = indexed_usage(before);
   if (shared_inode(before)) {
     index::LinkSet links = index_.links(before.st_ino).value_or(index::LinkSet{{owner, before.st_nlink}});
     auto it = links.find(owner);
@@ -156,7 +177,7 @@ void Filesystem::charge_linked(const Inode& inode, const struct stat& before, co
   index::ArtifactId old_owner = owner_id(inode);
   index::LinkSet links =
       index_.links(before.st_ino).value_or(index::LinkSet{{old_owner, static_cast<std::uint32_t>(before.st_nlink)}});
-  if (links[new_owner]++ == 0) charge(new_owner, usage_of(before));
+  if (links[new_owner]++ == 0) charge(new_owner, indexed_usage(before));
   index_.set_links(before.st_ino, links);
 }
 
@@ -225,7 +246,7 @@ void Filesystem::move_usage(const std::vector<SubtreeEntry>& entries, const std:
   for (size_t i = 0; i < entries.size(); ++i) {
     if (from[i] == to[i]) continue;
     const struct stat& st = entries[i].st;
-    index::Usage usage = usage_of(st);
+    index::Usage usage = indexed_usage(st);
     if (shared_inode(st)) {
       index::LinkSet links =
           index_.links(st.st_ino).value_or(index::LinkSet{{from[i], static_cast<std::uint32_t>(st.st_nlink)}});
@@ -271,6 +292,7 @@ void Filesystem::charge_renamed(const InodePtr& old_parent, const std::string& o
   }
 
   // Anything else changes which artifact some entries belong to: walk it.
+  std::unique_lock ownership(ownership_mutex_);
   int new_parent_fd = fd_of(new_parent);
   std::vector<SubtreeEntry> entries = walk_subtree(new_parent_fd, new_name);
   std::vector<index::ArtifactId> old_roots, new_roots;
@@ -306,6 +328,7 @@ void Filesystem::charge_exchanged(const InodePtr& parent, const std::string& nam
 
   // General case: detach both subtrees from where they were, then attach
   // both where they are now.
+  std::unique_lock ownership(ownership_mutex_);
   auto entries_first = walk_subtree(fd_of(new_parent), new_name);
   auto entries_second = walk_subtree(fd_of(parent), name);
   std::vector<index::ArtifactId> roots;

@@ -12,8 +12,11 @@
 // between artifacts or create and remove artifact records (mkdir, create,
 // unlink, rmdir, rename, link, symlink, eviction) so that accounting of a
 // name change is one atomic step. Reads, writes, opens and stats never take
-// it. Lock order: namespace_mutex_, then the locks in inode.hpp and
-// live_artifact.hpp. No lock is held across a fuse_reply_* call.
+// it. `ownership_mutex_` is held shared by recharge() (after writes) and
+// exclusively by the renames that move entries between artifacts. Lock
+// order: namespace_mutex_, ownership_mutex_, then the locks in inode.hpp and
+// live_artifact.hpp; the Index's locks are leaves. No lock is held across a
+// fuse_reply_* call.
 //
 // Each operation replies exactly once: it returns 0 after replying, or a
 // positive errno that the dispatch layer (fuse_ops.cpp) replies with.
@@ -26,6 +29,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <shared_mutex>
 #include <string>
 #include <vector>
 
@@ -137,7 +141,9 @@ class Filesystem final : public quota::Evictor {
   // Re-stats `inode` and charges the difference from what the index counts
   // to every artifact that contains it, and to the totals.
   void recharge(const InodePtr& inode);
-  void recharge(const InodePtr& inode, const struct stat& now);
+  // The usage the index counts for the inode `st` describes: what was last
+  // charged for it if it is in the table, else its lstat.
+  index::Usage indexed_usage(const struct stat& st) const;
   // Before an entry is created: makes the artifact record if the new entry
   // will be an artifact root.
   void ensure_record(const Inode& parent, const std::string& name);
@@ -158,6 +164,7 @@ class Filesystem final : public quota::Evictor {
                   const std::vector<index::ArtifactId>& to);
   // index_.charge, also marking the artifact as being written.
   void charge(index::ArtifactId owner, const index::Usage& delta);
+  void mark_written(index::ArtifactId owner);
   index::ArtifactId owner_id(const Inode& inode) const;
   index::ArtifactId owner_of_child(const Inode& parent, const std::string& name) const;
 
@@ -191,6 +198,9 @@ class Filesystem final : public quota::Evictor {
   // See CONCURRENCY MODEL. Recursive: a lookup made while a namespace change
   // holds it may need it again to adopt an unknown artifact.
   std::recursive_mutex namespace_mutex_;
+  // Shared by recharge(), exclusive for renames that move entries between
+  // artifacts: the owner of an inode cannot change under a charge.
+  std::shared_mutex ownership_mutex_;
   quota::QuotaManager* quota_ = nullptr;
   StatusProvider status_provider_;
   double entry_timeout_;

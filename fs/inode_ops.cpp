@@ -288,7 +288,7 @@ int Filesystem::setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int t
   }
   struct stat st;
   if (fstat(fd, &st) != 0) return errno;
-  if (to_set & FUSE_SET_ATTR_SIZE) recharge(inode, st);
+  if (to_set & FUSE_SET_ATTR_SIZE) recharge(inode);
   fill_attr(*inode, st);
   fuse_reply_attr(req, &st, attr_timeout_);
   return 0;
