@@ -147,6 +147,9 @@ void Filesystem::charge_new(const Inode&, const Inode& child, const struct stat&
 }
 
 void Filesystem::charge_unlinked(const Inode& parent, const std::string& name, const struct stat& before) {
+  // Link counts and the usage they govern change together, with no
+  // recharge() of the same inode in between.
+  std::unique_lock ownership(ownership_mutex_);
   Role role = role_of_child(parent, name);
   index::ArtifactId owner = owner_of_child(parent, name);
   index::Usage usage = indexed_usage(before);
@@ -159,8 +162,11 @@ void Filesystem::charge_unlinked(const Inode& parent, const std::string& name, c
     }
     std::uint64_t remaining = 0;
     for (const auto& [id, count] : links) remaining += count;
-    // Back to one name: the path alone says where it is.
+    // Back to one name: the path alone says where it is, and the inode's
+    // owner becomes the artifact of that name (writes through a handle
+    // opened under the removed name are charged there).
     index_.set_links(before.st_ino, remaining > 1 ? links : index::LinkSet{});
+    if (remaining == 1) move_owner(before.st_ino, links.begin()->first);
   } else {
     charge(owner, -usage);
     index_.charge_total(-usage);
@@ -171,8 +177,23 @@ void Filesystem::charge_unlinked(const Inode& parent, const std::string& name, c
   }
 }
 
+void Filesystem::move_owner(ino_t ino, index::ArtifactId owner) {
+  InodePtr inode = inodes_.find_backing(ino);
+  if (!inode) return;
+  std::shared_ptr<LiveArtifact> live = owner == index::kOutside ? nullptr : artifacts_.get(owner);
+  {
+    std::lock_guard lock(inodes_.mutex());
+    inode->artifact = live;
+  }
+  if (live) {
+    std::lock_guard lock(live->mutex);
+    live->members.push_back(inode);
+  }
+}
+
 void Filesystem::charge_linked(const Inode& inode, const struct stat& before, const Inode& new_parent,
                                const std::string& new_name) {
+  std::unique_lock ownership(ownership_mutex_);
   index::ArtifactId new_owner = owner_of_child(new_parent, new_name);
   index::ArtifactId old_owner = owner_id(inode);
   index::LinkSet links =

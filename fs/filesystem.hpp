@@ -13,7 +13,8 @@
 // unlink, rmdir, rename, link, symlink, eviction) so that accounting of a
 // name change is one atomic step. Reads, writes, opens and stats never take
 // it. `ownership_mutex_` is held shared by recharge() (after writes) and
-// exclusively by the renames that move entries between artifacts. Lock
+// exclusively by unlink, link and the renames that move entries between
+// artifacts, which change an inode's owners or link counts. Lock
 // order: namespace_mutex_, ownership_mutex_, then the locks in inode.hpp and
 // live_artifact.hpp; the Index's locks are leaves. No lock is held across a
 // fuse_reply_* call.
@@ -165,6 +166,9 @@ class Filesystem final : public quota::Evictor {
   // index_.charge, also marking the artifact as being written.
   void charge(index::ArtifactId owner, const index::Usage& delta);
   void mark_written(index::ArtifactId owner);
+  // Makes `owner` the artifact charged for the inode's usage (its last name
+  // is there now).
+  void move_owner(ino_t ino, index::ArtifactId owner);
   index::ArtifactId owner_id(const Inode& inode) const;
   index::ArtifactId owner_of_child(const Inode& parent, const std::string& name) const;
 
@@ -198,8 +202,9 @@ class Filesystem final : public quota::Evictor {
   // See CONCURRENCY MODEL. Recursive: a lookup made while a namespace change
   // holds it may need it again to adopt an unknown artifact.
   std::recursive_mutex namespace_mutex_;
-  // Shared by recharge(), exclusive for renames that move entries between
-  // artifacts: the owner of an inode cannot change under a charge.
+  // Shared by recharge(), exclusive for unlink, link and renames that move
+  // entries between artifacts: owners and link counts of an inode cannot
+  // change under a charge.
   std::shared_mutex ownership_mutex_;
   quota::QuotaManager* quota_ = nullptr;
   StatusProvider status_provider_;
