@@ -4,9 +4,11 @@
 // artifacts; the index's link table says where, so that each artifact
 // counts it once and the totals count it once, as `du` does.
 //
-// Callers hold namespace_mutex_ for every change of names; recharge() after
-// writes does not need it, and holds ownership_mutex_ shared instead (see
-// filesystem.hpp).
+// The charge_* functions are called with namespace_mutex_ held and
+// ownership_mutex_ held exclusively from before the backing change until
+// after its accounting, so that no recharge() (which holds ownership_mutex_
+// shared) sees the new names with the old owners or link counts. recharge()
+// after writes needs neither (see filesystem.hpp).
 #include <dirent.h>
 #include <fcntl.h>
 #include <spdlog/spdlog.h>
@@ -147,9 +149,6 @@ void Filesystem::charge_new(const Inode&, const Inode& child, const struct stat&
 }
 
 void Filesystem::charge_unlinked(const Inode& parent, const std::string& name, const struct stat& before) {
-  // Link counts and the usage they govern change together, with no
-  // recharge() of the same inode in between.
-  std::unique_lock ownership(ownership_mutex_);
   Role role = role_of_child(parent, name);
   index::ArtifactId owner = owner_of_child(parent, name);
   index::Usage usage = indexed_usage(before);
@@ -193,7 +192,6 @@ void Filesystem::move_owner(ino_t ino, index::ArtifactId owner) {
 
 void Filesystem::charge_linked(const Inode& inode, const struct stat& before, const Inode& new_parent,
                                const std::string& new_name) {
-  std::unique_lock ownership(ownership_mutex_);
   index::ArtifactId new_owner = owner_of_child(new_parent, new_name);
   index::ArtifactId old_owner = owner_id(inode);
   index::LinkSet links =
@@ -313,7 +311,6 @@ void Filesystem::charge_renamed(const InodePtr& old_parent, const std::string& o
   }
 
   // Anything else changes which artifact some entries belong to: walk it.
-  std::unique_lock ownership(ownership_mutex_);
   int new_parent_fd = fd_of(new_parent);
   std::vector<SubtreeEntry> entries = walk_subtree(new_parent_fd, new_name);
   std::vector<index::ArtifactId> old_roots, new_roots;
@@ -349,7 +346,6 @@ void Filesystem::charge_exchanged(const InodePtr& parent, const std::string& nam
 
   // General case: detach both subtrees from where they were, then attach
   // both where they are now.
-  std::unique_lock ownership(ownership_mutex_);
   auto entries_first = walk_subtree(fd_of(new_parent), new_name);
   auto entries_second = walk_subtree(fd_of(parent), name);
   std::vector<index::ArtifactId> roots;

@@ -25,6 +25,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -66,8 +67,10 @@ struct Inode {
   std::uint64_t nlookup = 0;
   ino_t parent = 0;            // backing ino of the directory it was last seen in
   std::string name;            // its name there; empty once that name was removed
-  int depth = 0;               // 0 for the root
-  Role role = Role::namespace_;
+  // Written under InodeTable::mutex_; atomic so that the hot path may read
+  // them without it.
+  std::atomic<int> depth{0};   // 0 for the root
+  std::atomic<Role> role{Role::namespace_};
   std::shared_ptr<LiveArtifact> artifact;  // set for Role::artifact and Role::member
 
   bool is_dir() const { return S_ISDIR(type); }

@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <climits>
 #include <cstring>
+#include <shared_mutex>
 
 #include "fs/creds.hpp"
 #include "fs/filesystem.hpp"
@@ -28,11 +29,14 @@ int Filesystem::remove_name(fuse_req_t req, fuse_ino_t parent_ino, const char* n
   Changing parent;
   if (int err = begin_change(parent_ino, parent)) return err;
   std::lock_guard ns(namespace_mutex_);
-  struct stat before;
-  if (fstatat(parent.fd, name, &before, AT_SYMLINK_NOFOLLOW) != 0) return errno;
-  if (unlinkat(parent.fd, name, flags) != 0) return errno;
-  charge_unlinked(*parent.inode, name, before);
-  inodes_.unlinked(parent.inode->ino, name, before.st_ino);
+  {
+    std::unique_lock ownership(ownership_mutex_);  // see accounting.cpp
+    struct stat before;
+    if (fstatat(parent.fd, name, &before, AT_SYMLINK_NOFOLLOW) != 0) return errno;
+    if (unlinkat(parent.fd, name, flags) != 0) return errno;
+    charge_unlinked(*parent.inode, name, before);
+    inodes_.unlinked(parent.inode->ino, name, before.st_ino);
+  }
   recharge(parent.inode);
   fuse_reply_err(req, 0);
   return 0;
@@ -77,24 +81,27 @@ int Filesystem::rename(fuse_req_t req, fuse_ino_t parent_ino, const char* name, 
   const int new_parent_fd = to.fd;
 
   std::lock_guard ns(namespace_mutex_);
-  struct stat moved, replaced;
-  if (fstatat(parent_fd, name, &moved, AT_SYMLINK_NOFOLLOW) != 0) return errno;
-  bool target_exists = fstatat(new_parent_fd, new_name, &replaced, AT_SYMLINK_NOFOLLOW) == 0;
-  if (target_exists && replaced.st_ino == moved.st_ino && !(flags & RENAME_EXCHANGE)) {
-    // Two names of one inode: rename(2) does nothing and succeeds.
-    fuse_reply_err(req, 0);
-    return 0;
-  }
-  if (renameat2(parent_fd, name, new_parent_fd, new_name, flags) != 0) return errno;
-
-  if (flags & RENAME_EXCHANGE) {
-    charge_exchanged(parent, name, moved, new_parent, new_name, replaced);
-  } else {
-    if (target_exists) {
-      charge_unlinked(*new_parent, new_name, replaced);
-      inodes_.unlinked(new_parent->ino, new_name, replaced.st_ino);
+  {
+    std::unique_lock ownership(ownership_mutex_);  // see accounting.cpp
+    struct stat moved, replaced;
+    if (fstatat(parent_fd, name, &moved, AT_SYMLINK_NOFOLLOW) != 0) return errno;
+    bool target_exists = fstatat(new_parent_fd, new_name, &replaced, AT_SYMLINK_NOFOLLOW) == 0;
+    if (target_exists && replaced.st_ino == moved.st_ino && !(flags & RENAME_EXCHANGE)) {
+      // Two names of one inode: rename(2) does nothing and succeeds.
+      fuse_reply_err(req, 0);
+      return 0;
     }
-    charge_renamed(parent, name, new_parent, new_name, moved);
+    if (renameat2(parent_fd, name, new_parent_fd, new_name, flags) != 0) return errno;
+
+    if (flags & RENAME_EXCHANGE) {
+      charge_exchanged(parent, name, moved, new_parent, new_name, replaced);
+    } else {
+      if (target_exists) {
+        charge_unlinked(*new_parent, new_name, replaced);
+        inodes_.unlinked(new_parent->ino, new_name, replaced.st_ino);
+      }
+      charge_renamed(parent, name, new_parent, new_name, moved);
+    }
   }
   recharge(parent);
   if (new_parent != parent) recharge(new_parent);
@@ -113,15 +120,17 @@ int Filesystem::link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t new_parent_ino, 
   const int new_parent_fd = target.fd;
 
   std::lock_guard ns(namespace_mutex_);
-  struct stat before;
-  if (fstat(fd, &before) != 0) return errno;
-  // linkat(AT_EMPTY_PATH) would need CAP_DAC_READ_SEARCH; /proc works for all.
-  if (linkat(AT_FDCWD, proc_path(fd).c_str(), new_parent_fd, new_name, AT_SYMLINK_FOLLOW) != 0) return errno;
-  ensure_record(*new_parent, new_name);
   fuse_entry_param e;
-  int err = do_lookup(new_parent, new_name, e);
-  if (err) return err;
-  charge_linked(*inode, before, *new_parent, new_name);
+  {
+    std::unique_lock ownership(ownership_mutex_);  // see accounting.cpp
+    struct stat before;
+    if (fstat(fd, &before) != 0) return errno;
+    // linkat(AT_EMPTY_PATH) would need CAP_DAC_READ_SEARCH; /proc works for all.
+    if (linkat(AT_FDCWD, proc_path(fd).c_str(), new_parent_fd, new_name, AT_SYMLINK_FOLLOW) != 0) return errno;
+    ensure_record(*new_parent, new_name);
+    if (int err = do_lookup(new_parent, new_name, e)) return err;
+    charge_linked(*inode, before, *new_parent, new_name);
+  }
   recharge(new_parent);
   fuse_reply_entry(req, &e);
   return 0;
