@@ -17,12 +17,10 @@
 namespace artifactfs::fs {
 
 int Filesystem::opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-  InodePtr inode = inode_of(ino);
-  if (!inode) return ESTALE;
-  Lease lease = lease_for(*inode);
-  if (!lease.valid()) return ENOENT;
-  int path_fd = fd_of(inode);
-  if (path_fd < 0) return ENOENT;
+  Held held;
+  if (int err = hold(ino, held)) return err;
+  const InodePtr& inode = held.inode;
+  const int path_fd = held.fd;
   int fd = openat(path_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return errno;
   auto handle = std::make_unique<DirHandle>();
@@ -33,11 +31,8 @@ int Filesystem::opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     return err;
   }
   handle->inode = inode;
-  if (lease.artifact()) {
-    index_.record_access(lease.artifact()->id, now_ns());
-    index_.count(index::Stat::hits);
-  }
-  handle->lease = std::move(lease);
+  record_use(held.lease);
+  handle->lease = std::move(held.lease);
   // Listings may be cached by the kernel: changes through the mount update
   // that cache, and evictions invalidate it (Notifier::contents_changed).
   fi->cache_readdir = 1;

@@ -17,21 +17,18 @@
 
 namespace artifactfs::fs {
 
-namespace {
-void record_open(index::Index& index, const Lease& lease) {
+// Memory only: the flush thread commits it (see index.hpp).
+void Filesystem::record_use(const Lease& lease) {
   if (!lease.artifact()) return;
-  index.record_access(lease.artifact()->id, now_ns());
-  index.count(index::Stat::hits);
+  index_.record_access(lease.artifact()->id, now_ns());
+  index_.count(index::Stat::hits);
 }
-}  // namespace
 
 int Filesystem::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-  InodePtr inode = inode_of(ino);
-  if (!inode) return ESTALE;
-  Lease lease = lease_for(*inode);
-  if (!lease.valid()) return ENOENT;  // evicted: the open lost the race
-  int path_fd = fd_of(inode);
-  if (path_fd < 0) return ENOENT;
+  Held held;
+  if (int err = hold(ino, held)) return err;  // ENOENT if evicted: the open lost the race
+  const InodePtr& inode = held.inode;
+  const int path_fd = held.fd;
 
   int flags = fi->flags & ~(O_CREAT | O_EXCL | O_NOCTTY | O_NOFOLLOW);
   int fd = ::open(proc_path(path_fd).c_str(), flags | O_CLOEXEC);
@@ -41,8 +38,8 @@ int Filesystem::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   handle->fd = fd;
   handle->writable = (flags & O_ACCMODE) != O_RDONLY;
   handle->inode = inode;
-  record_open(index_, lease);
-  handle->lease = std::move(lease);
+  record_use(held.lease);
+  handle->lease = std::move(held.lease);
   if (flags & O_TRUNC) recharge(inode);
 
   // Every change to the data goes through this mount, so the kernel's page
@@ -60,8 +57,8 @@ int Filesystem::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 }
 
 int Filesystem::create(fuse_req_t req, fuse_ino_t parent_ino, const char* name, mode_t mode, fuse_file_info* fi) {
-  Changing changing;
-  if (int err = begin_change(parent_ino, changing)) return err;
+  Held changing;
+  if (int err = hold(parent_ino, changing)) return err;
   const InodePtr& parent = changing.inode;
   const int parent_fd = changing.fd;
   if (int err = check_new_name(*parent, name)) return err;
@@ -105,7 +102,7 @@ int Filesystem::create(fuse_req_t req, fuse_ino_t parent_ino, const char* name, 
   handle->writable = true;
   handle->inode = inode;
   handle->lease = lease_for(*inode);
-  record_open(index_, handle->lease);
+  record_use(handle->lease);
   fi->keep_cache = 1;
   fi->fh = reinterpret_cast<std::uint64_t>(handle.release());
   if (fuse_reply_create(req, &e, fi) != 0) {

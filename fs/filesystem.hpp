@@ -111,14 +111,16 @@ class Filesystem final : public quota::Evictor {
   int removexattr(fuse_req_t req, fuse_ino_t ino, const char* name);
 
  private:
-  // A directory an operation changes, with a lease that keeps its artifact
-  // from being evicted until the operation is over.
-  struct Changing {
+  // An inode an operation uses, with a lease that keeps its artifact from
+  // being evicted until the operation is over, and its O_PATH descriptor.
+  struct Held {
     InodePtr inode;
     Lease lease;
     int fd = -1;
   };
-  int begin_change(fuse_ino_t ino, Changing& out);  // errno, or 0
+  int hold(fuse_ino_t ino, Held& out);  // errno, or 0
+  // An open or opendir inside an artifact: its last access and a hit.
+  void record_use(const Lease& lease);
   // unlink and rmdir (flags 0 or AT_REMOVEDIR).
   int remove_name(fuse_req_t req, fuse_ino_t parent, const char* name, int flags);
   // mkdir, symlink and mknod: `make(dirfd)` creates `name` in the parent

@@ -240,12 +240,10 @@ int Filesystem::getattr(fuse_req_t req, fuse_ino_t ino) {
 }
 
 int Filesystem::setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info* fi) {
-  InodePtr inode = inode_of(ino);
-  if (!inode) return ESTALE;
-  Lease lease = lease_for(*inode);
-  if (!lease.valid()) return ENOENT;
-  int fd = fd_of(inode);
-  if (fd < 0) return ENOENT;
+  Held held;
+  if (int err = hold(ino, held)) return err;
+  const InodePtr& inode = held.inode;
+  const int fd = held.fd;
   const bool symlink = S_ISLNK(inode->type);
   std::string path = proc_path(fd);
   int handle_fd = fi ? Handle::of(fi)->fd : -1;

@@ -16,7 +16,7 @@
 
 namespace artifactfs::fs {
 
-int Filesystem::begin_change(fuse_ino_t ino, Changing& out) {
+int Filesystem::hold(fuse_ino_t ino, Held& out) {
   out.inode = inode_of(ino);
   if (!out.inode) return ESTALE;
   out.lease = lease_for(*out.inode);
@@ -26,8 +26,8 @@ int Filesystem::begin_change(fuse_ino_t ino, Changing& out) {
 }
 
 int Filesystem::remove_name(fuse_req_t req, fuse_ino_t parent_ino, const char* name, int flags) {
-  Changing parent;
-  if (int err = begin_change(parent_ino, parent)) return err;
+  Held parent;
+  if (int err = hold(parent_ino, parent)) return err;
   std::lock_guard ns(namespace_mutex_);
   {
     std::unique_lock ownership(ownership_mutex_);  // see accounting.cpp
@@ -48,8 +48,8 @@ int Filesystem::unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
 
 int Filesystem::make_node(fuse_req_t req, fuse_ino_t parent_ino, const char* name,
                           const std::function<int(int)>& make) {
-  Changing parent;
-  if (int err = begin_change(parent_ino, parent)) return err;
+  Held parent;
+  if (int err = hold(parent_ino, parent)) return err;
   if (int err = check_new_name(*parent.inode, name)) return err;
   std::unique_lock ns(namespace_mutex_);
   int rc = make(parent.fd);
@@ -71,9 +71,9 @@ int Filesystem::make_node(fuse_req_t req, fuse_ino_t parent_ino, const char* nam
 int Filesystem::rename(fuse_req_t req, fuse_ino_t parent_ino, const char* name, fuse_ino_t new_parent_ino,
                        const char* new_name, unsigned int flags) {
   if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) return EINVAL;
-  Changing from, to;
-  if (int err = begin_change(parent_ino, from)) return err;
-  if (int err = begin_change(new_parent_ino, to)) return err;
+  Held from, to;
+  if (int err = hold(parent_ino, from)) return err;
+  if (int err = hold(new_parent_ino, to)) return err;
   if (int err = check_new_name(*to.inode, new_name)) return err;
   const InodePtr& parent = from.inode;
   const InodePtr& new_parent = to.inode;
@@ -110,9 +110,9 @@ int Filesystem::rename(fuse_req_t req, fuse_ino_t parent_ino, const char* name, 
 }
 
 int Filesystem::link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t new_parent_ino, const char* new_name) {
-  Changing source, target;
-  if (int err = begin_change(ino, source)) return err;
-  if (int err = begin_change(new_parent_ino, target)) return err;
+  Held source, target;
+  if (int err = hold(ino, source)) return err;
+  if (int err = hold(new_parent_ino, target)) return err;
   if (int err = check_new_name(*target.inode, new_name)) return err;
   const InodePtr& inode = source.inode;
   const InodePtr& new_parent = target.inode;

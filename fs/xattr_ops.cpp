@@ -150,10 +150,9 @@ int Filesystem::setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const
     if (!pinned) return EINVAL;
     return set_pinned(req, *inode, *pinned);
   }
-  Lease lease = lease_for(*inode);
-  if (!lease.valid()) return ENOENT;
-  int fd = fd_of(inode);
-  if (fd < 0) return ENOENT;
+  Held held;
+  if (int err = hold(ino, held)) return err;
+  const int fd = held.fd;
   if (S_ISLNK(inode->type)) return EPERM;  // Linux allows no user.* attributes on symlinks
   if (::setxattr(proc_path(fd).c_str(), name, value, size, flags) != 0) return errno;
   recharge(inode);  // a large attribute may take a block
@@ -169,10 +168,9 @@ int Filesystem::removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
     if (key.substr(kPrefix.size()) != "pinned" || inode->role != Role::artifact) return EPERM;
     return set_pinned(req, *inode, false);
   }
-  Lease lease = lease_for(*inode);
-  if (!lease.valid()) return ENOENT;
-  int fd = fd_of(inode);
-  if (fd < 0) return ENOENT;
+  Held held;
+  if (int err = hold(ino, held)) return err;
+  const int fd = held.fd;
   if (S_ISLNK(inode->type)) return ENODATA;
   if (::removexattr(proc_path(fd).c_str(), name) != 0) return errno;
   recharge(inode);
