@@ -18,6 +18,7 @@
 #include <system_error>
 #include <utility>
 
+#include <grp.h>
 #include <yaml-cpp/yaml.h>
 
 #include "config/config.hpp"
@@ -145,6 +146,23 @@ std::string log_level(const YAML::Node& node) {
   return text;
 }
 
+// A group name from the group database, or a numeric gid; empty for none.
+std::optional<unsigned> group_id(const std::string& text) {
+  if (text.empty()) return std::nullopt;
+  if (text.find_first_not_of("0123456789") == std::string::npos && text.size() < 10) {
+    return static_cast<unsigned>(std::stoul(text));
+  }
+  std::vector<char> buf(16384);
+  struct group entry;
+  struct group* found = nullptr;
+  if (getgrnam_r(text.c_str(), &entry, buf.data(), buf.size(), &found) != 0 || !found) {
+    throw std::invalid_argument("unknown group '" + text +
+                                "' (expected a group name from the group database, e.g. one made with "
+                                "`groupadd cachectl`, or a numeric gid)");
+  }
+  return static_cast<unsigned>(found->gr_gid);
+}
+
 using Setter = std::function<void(Config&, const YAML::Node&)>;
 
 struct KnownKey {
@@ -185,13 +203,18 @@ const std::vector<KnownKey>& known_keys() {
       {"quota.min-age", [](Config& c, const YAML::Node& v) { c.quota.min_age = duration_in_range(v, 0ms, 24h * 365); }},
       {"quota.check-interval",
        [](Config& c, const YAML::Node& v) { c.quota.check_interval = duration_in_range(v, 100ms, 24h); }},
+      {"control.group",
+       [](Config& c, const YAML::Node& v) {
+         c.control.group = v.IsNull() ? "" : scalar_text(v, "a group name or a numeric gid");
+         c.control.gid = group_id(c.control.group);
+       }},
       {"log.level", [](Config& c, const YAML::Node& v) { c.log.level = log_level(v); }},
   };
   return keys;
 }
 
 const std::vector<std::string>& section_names() {
-  static const std::vector<std::string> sections = {"layout", "index", "fuse", "quota", "log"};
+  static const std::vector<std::string> sections = {"layout", "index", "fuse", "quota", "control", "log"};
   return sections;
 }
 
@@ -474,6 +497,10 @@ std::string to_yaml(const Config& config) {
       << YAML::Comment("0.5..1.0");
   out << YAML::Key << "min-age" << YAML::Value << format_duration(config.quota.min_age);
   out << YAML::Key << "check-interval" << YAML::Value << format_duration(config.quota.check_interval);
+  out << YAML::EndMap;
+
+  out << YAML::Key << "control" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "group" << YAML::Value << config.control.group << YAML::Comment("may pin and evict; empty: root and the store's owner only");
   out << YAML::EndMap;
 
   out << YAML::Key << "log" << YAML::Value << YAML::BeginMap;

@@ -49,6 +49,13 @@ struct QuotaSettings {
   std::chrono::milliseconds check_interval{std::chrono::seconds(10)};
 };
 
+// Who may steer the cache (pin, unpin and the control operations): root,
+// the store's owner, and members of this group.
+struct ControlSettings {
+  std::string group;                // a group name or numeric gid; empty: no group
+  std::optional<unsigned> gid;      // `group` resolved when the configuration was loaded
+};
+
 struct LogSettings {
   std::string level = "info";  // trace, debug, info, warn, error
 };
@@ -58,6 +65,7 @@ struct Config {
   IndexSettings index;
   FuseSettings fuse;
   QuotaSettings quota;
+  ControlSettings control;
   LogSettings log;
 };
 

@@ -30,27 +30,6 @@ namespace {
 bool shared_inode(const struct stat& st) { return !S_ISDIR(st.st_mode) && st.st_nlink > 1; }
 }  // namespace
 
-std::vector<SubtreeEntry> walk_subtree(int dirfd, const std::string& name) {
-  std::vector<SubtreeEntry> entries;
-  struct stat st;
-  if (fstatat(dirfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return entries;
-  entries.push_back({"", st});
-  if (!S_ISDIR(st.st_mode)) return entries;
-  // Depth-first with an explicit stack of (directory fd, relative path).
-  std::vector<std::pair<int, std::string>> stack;
-  stack.emplace_back(open_subdir(dirfd, name), "");
-  while (!stack.empty()) {
-    auto [fd, rel] = stack.back();
-    stack.pop_back();
-    for_each_child(fd, [&](int parent, const std::string& child, const struct stat& cst) {
-      std::string child_rel = rel.empty() ? child : rel + "/" + child;
-      entries.push_back({child_rel, cst});
-      if (S_ISDIR(cst.st_mode)) stack.emplace_back(open_subdir(parent, child), child_rel);
-    });
-  }
-  return entries;
-}
-
 void Filesystem::charge(index::ArtifactId owner, const index::Usage& delta) {
   index_.charge(owner, delta);
   mark_written(owner);
@@ -132,13 +111,13 @@ index::Usage Filesystem::indexed_usage(const struct stat& st) const {
   return usage_of(st);
 }
 
-void Filesystem::ensure_record(const Inode& parent, const std::string& name) {
+void Filesystem::ensure_record(const Inode& parent, const std::string& name, ino_t root_ino) {
   if (role_of_child(parent, name) != Role::artifact) return;
   auto path = child_path(parent, name);
   if (!path) return;
   // A record left by an entry that vanished without our seeing it.
   if (auto stale = index_.find(*path)) index_.remove_artifact(*stale);
-  index_.add_artifact(*path, now_ns(), {});
+  index_.add_artifact(*path, now_ns(), {}, root_ino);
 }
 
 void Filesystem::charge_new(const Inode&, const Inode& child, const struct stat& st) {
@@ -186,7 +165,7 @@ void Filesystem::move_owner(ino_t ino, index::ArtifactId owner) {
   }
   if (live) {
     std::lock_guard lock(live->mutex);
-    live->members.push_back(inode);
+    live->add_member_locked(inode);
   }
 }
 
@@ -210,10 +189,10 @@ std::vector<index::ArtifactId> Filesystem::owners_in(const Inode& parent, const 
   Role role = role_of_child(parent, name);
   auto base = child_path(parent, name);
   if (!base) return owners;
-  auto record_for = [&](const std::string& path) -> index::ArtifactId {
+  auto record_for = [&](const std::string& path, ino_t root_ino) -> index::ArtifactId {
     if (!create) return index_.find(path).value_or(index::kOutside);
     if (auto stale = index_.find(path)) index_.remove_artifact(*stale);
-    return index_.add_artifact(path, now_ns(), {});
+    return index_.add_artifact(path, now_ns(), {}, root_ino);
   };
   if (role == Role::kept || role == Role::root) return owners;
   if (role == Role::member) {
@@ -221,7 +200,7 @@ std::vector<index::ArtifactId> Filesystem::owners_in(const Inode& parent, const 
     return owners;
   }
   if (role == Role::artifact) {
-    index::ArtifactId id = record_for(*base);
+    index::ArtifactId id = record_for(*base, entries.empty() ? 0 : entries.front().st.st_ino);
     if (id != index::kOutside) roots.push_back(id);
     std::fill(owners.begin(), owners.end(), id);
     return owners;
@@ -251,7 +230,8 @@ std::vector<index::ArtifactId> Filesystem::owners_in(const Inode& parent, const 
     std::string root_rel = pos >= rel.size() ? rel : rel.substr(0, pos - 1);
     auto [it, inserted] = root_ids.try_emplace(root_rel, index::kOutside);
     if (inserted) {
-      it->second = record_for(*base + "/" + root_rel);
+      // The walk visits a directory before its entries: this is the root.
+      it->second = record_for(*base + "/" + root_rel, root_rel == rel ? entries[i].st.st_ino : 0);
       if (it->second != index::kOutside) roots.push_back(it->second);
     }
     owners[i] = it->second;
@@ -337,9 +317,9 @@ void Filesystem::charge_exchanged(const InodePtr& parent, const std::string& nam
   if (a == Role::artifact && b == Role::artifact) {
     auto id_a = index_.find(*path_a);
     auto id_b = index_.find(*path_b);
-    if (id_a) index_.rename_artifact(*id_a, *path_a + "\x01swap");
-    if (id_b) index_.rename_artifact(*id_b, *path_a);
-    if (id_a) index_.rename_artifact(*id_a, *path_b);
+    if (id_a && id_b) index_.swap_names(*id_a, *id_b);  // one transaction: no temporary name
+    else if (id_a) index_.rename_artifact(*id_a, *path_b);
+    else if (id_b) index_.rename_artifact(*id_b, *path_a);
     return;
   }
   if (a == b && (a != Role::member || owner_id(*parent) == owner_id(*new_parent)) && a != Role::namespace_) return;

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <set>
 
+#include "fs/beneath.hpp"
 #include "fs/filesystem.hpp"
 #include "fs/notifier.hpp"
 #include "fs/usage.hpp"
@@ -52,19 +53,81 @@ std::optional<index::ArtifactId> Filesystem::adopt(const std::string& path, int 
     usage += usage_of(entry.st);
   }
   spdlog::warn("artifact {} was missing from the index; added it ({} bytes on disk)", path, usage.disk_bytes);
-  return index_.add_artifact(path, created, usage);
+  return index_.add_artifact(path, created, usage, ino);
 }
 
-int Filesystem::finish_create(const InodePtr& parent, const char* name, fuse_entry_param& e, InodePtr* out) {
-  ensure_record(*parent, name);
+int Filesystem::finish_create(const InodePtr& parent, int parent_fd, const char* name, fuse_entry_param& e,
+                              InodePtr* out) {
+  struct stat st;
+  if (fstatat(parent_fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) return errno;
   InodePtr inode;
-  int err = do_lookup(parent, name, e, &inode);
-  if (err) return err;
-  if (!inode) return EIO;
+  int err = 0;
+  try {
+    ensure_record(*parent, name, st.st_ino);
+    err = do_lookup(parent, name, e, &inode);
+    if (!err && !inode) err = ENOENT;
+  } catch (...) {
+    undo_new_entry(*parent, parent_fd, name, st.st_ino);
+    throw;
+  }
+  if (err) {
+    undo_new_entry(*parent, parent_fd, name, st.st_ino);
+    return err;
+  }
   charge_new(*parent, *inode, e.attr);
   recharge(parent);
   if (out) *out = inode;
   return 0;
+}
+
+void Filesystem::undo_new_entry(const Inode& parent, int parent_fd, const std::string& name, ino_t ino) {
+  try {
+    struct stat st;
+    if (fstatat(parent_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && st.st_ino == ino &&
+        unlinkat(parent_fd, name.c_str(), S_ISDIR(st.st_mode) ? AT_REMOVEDIR : 0) != 0) {
+      spdlog::error("could not remove {} after its creation failed: {}", name, std::strerror(errno));
+      index_.mark_inconsistent();
+    }
+    if (role_of_child(parent, name) == Role::artifact) {
+      if (auto path = child_path(parent, name)) {
+        if (auto id = index_.find(*path)) {
+          index_.remove_artifact(*id);
+          artifacts_.erase(*id);
+        }
+      }
+    }
+  } catch (const std::exception& e) {
+    spdlog::error("could not undo the creation of {}: {}", name, e.what());
+    index_.mark_inconsistent();
+  }
+}
+
+void Filesystem::after_change(const char* what, const std::function<void()>& bookkeeping) {
+  try {
+    bookkeeping();
+  } catch (const std::exception& e) {
+    spdlog::error("{}: the change was made but its accounting failed ({}); the index will be rebuilt from the data "
+                  "tree at the next mount",
+                  what, e.what());
+    index_.mark_inconsistent();
+  }
+}
+
+int Filesystem::check_renamed_keys(const InodePtr& parent, const std::string& name, const InodePtr& new_parent,
+                                   const std::string& new_name, const struct stat& moved) const {
+  if (!S_ISDIR(moved.st_mode)) return 0;
+  if (role_of_child(*parent, name) != Role::namespace_ || role_of_child(*new_parent, new_name) != Role::namespace_) {
+    return 0;
+  }
+  auto old_path = child_path(*parent, name);
+  auto new_path = child_path(*new_parent, new_name);
+  if (!old_path || !new_path || new_path->size() <= old_path->size()) return 0;
+  const std::string prefix = *old_path + "/";
+  std::size_t longest = 0;
+  index_.for_each_with_prefix(prefix, [&](const index::ArtifactRecord& r) {
+    longest = std::max(longest, r.name.size() - prefix.size());
+  });
+  return longest > 0 && new_path->size() + 1 + longest > index::kMaxArtifactName ? ENAMETOOLONG : 0;
 }
 
 void Filesystem::replace_subtree(ino_t top) {
@@ -98,7 +161,7 @@ void Filesystem::replace_subtree(ino_t top) {
     }
     if (live) {
       std::lock_guard lock(live->mutex);
-      live->members.push_back(inode);
+      live->add_member_locked(inode);
       if (role == Role::artifact) live->root = inode;
     }
   }
@@ -128,11 +191,30 @@ quota::EvictOutcome Filesystem::evict(index::ArtifactId id, index::Usage& freed,
     if (live->leases > 0 || being_written) return quota::EvictOutcome::in_use;
     live->evicted = true;  // from here on every lease on it fails
   }
-  int err = trash_.take(data_fd_, record->name, id);
-  if (err != 0 && err != ENOENT) {
+  // The record's path is resolved beneath the data root without following
+  // any symlink, and its top entry must still be the inode the record
+  // describes: the daemon renames nothing it did not mean to.
+  const auto [parent_path, name] = split_parent(record->name);
+  int parent_fd = open_beneath(data_fd_, parent_path, O_PATH | O_DIRECTORY);
+  int err = parent_fd < 0 ? errno : 0;
+  struct stat top;
+  if (!err && fstatat(parent_fd, name.c_str(), &top, AT_SYMLINK_NOFOLLOW) != 0) err = errno;
+  if (!err && record->root_ino != 0 && top.st_ino != record->root_ino) {
+    spdlog::error("not evicting {}: its entry is inode {}, the index describes inode {} (changed behind the "
+                  "daemon's back; `artifactfs mount --rebuild-index` re-reads the tree)",
+                  record->name, top.st_ino, record->root_ino);
+    err = ESTALE;
+  } else if (err == ELOOP || err == EXDEV || err == ENOTDIR) {
+    spdlog::error("not evicting {}: its path passes through a symlink or leaves the data tree", record->name);
+  }
+  if (!err) err = trash_.take(parent_fd, name, id);
+  if (err != 0) {
+    if (parent_fd >= 0) close(parent_fd);
     std::lock_guard lock(live->mutex);
     live->evicted = false;
-    spdlog::error("could not evict {}: moving it to the trash failed: {}", record->name, std::strerror(err));
+    if (err != ENOENT && err != ESTALE && err != ELOOP && err != EXDEV && err != ENOTDIR) {
+      spdlog::error("could not evict {}: moving it to the trash failed: {}", record->name, std::strerror(err));
+    }
     return quota::EvictOutcome::missing;
   }
   index_.remove_artifact(id);
@@ -141,7 +223,9 @@ quota::EvictOutcome Filesystem::evict(index::ArtifactId id, index::Usage& freed,
   index_.count(index::Stat::bytes_evicted, static_cast<std::uint64_t>(std::max<std::int64_t>(0, record->usage.disk_bytes)));
 
   // Close our descriptors on its inodes so that deleting them frees space
-  // now, not when the kernel forgets them.
+  // now, not when the kernel forgets them. Only inodes still placed in this
+  // artifact: one moved elsewhere since (a rename, a hard link's owner
+  // change) lives on there.
   std::vector<std::weak_ptr<Inode>> members;
   InodePtr root;
   {
@@ -150,25 +234,25 @@ quota::EvictOutcome Filesystem::evict(index::ArtifactId id, index::Usage& freed,
     root = live->root.lock();
   }
   for (auto& weak : members) {
-    if (InodePtr inode = weak.lock()) {
-      std::lock_guard lock(inode->mutex);
-      inode->gone = true;
-      if (inode->fd >= 0) {
-        close(inode->fd);
-        inode->fd = -1;
-      }
+    InodePtr inode = weak.lock();
+    if (!inode) continue;
+    {
+      std::lock_guard lock(inodes_.mutex());
+      if (inode->artifact != live) continue;
+    }
+    std::lock_guard lock(inode->mutex);
+    inode->gone = true;
+    if (inode->fd >= 0) {
+      close(inode->fd);
+      inode->fd = -1;
     }
   }
   artifacts_.erase(id);
   // The kernel may know the entry (and have the parent's listing cached)
-  // without our knowing the artifact's root inode: find the parent by path.
-  const std::string& path = record->name;
-  const auto slash = path.rfind('/');
-  const std::string parent_path = slash == std::string::npos ? "." : path.substr(0, slash);
-  const std::string name = slash == std::string::npos ? path : path.substr(slash + 1);
+  // without our knowing the artifact's root inode: find the parent by inode.
   struct stat parent_st;
-  InodePtr parent =
-      fstatat(data_fd_, parent_path.c_str(), &parent_st, 0) == 0 ? inodes_.find_backing(parent_st.st_ino) : nullptr;
+  InodePtr parent = fstat(parent_fd, &parent_st) == 0 ? inodes_.find_backing(parent_st.st_ino) : nullptr;
+  close(parent_fd);
   if (root) inodes_.unlinked(parent ? parent->ino : root->parent, name, root->ino);
   ns.unlock();
 

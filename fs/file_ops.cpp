@@ -8,10 +8,11 @@
 
 #include <cerrno>
 #include <climits>
+#include <cstdio>
 #include <cstring>
 #include <memory>
 
-#include "fs/creds.hpp"
+#include "fs/credentials.hpp"
 #include "fs/filesystem.hpp"
 #include "fs/handle.hpp"
 
@@ -24,14 +25,55 @@ void Filesystem::record_use(const Lease& lease) {
   index_.count(index::Stat::hits);
 }
 
+namespace {
+
+// Opens the inode behind an O_PATH descriptor again with `flags`. The
+// descriptor names the inode itself, so nothing is resolved by name.
+int reopen(int path_fd, int flags) {
+  char path[32];
+  std::snprintf(path, sizeof path, "/proc/self/fd/%d", path_fd);
+  return ::open(path, flags | O_CLOEXEC);
+}
+
+// The CREATE of a name that exists (the kernel sends CREATE for a name it
+// holds no entry for, without O_EXCL): opens it only if it is a regular
+// file, without following a symlink. Runs with the caller's credentials.
+int open_existing_file(int parent_fd, const char* name, int flags) {
+  int path_fd = openat(parent_fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  if (path_fd < 0) return -1;
+  struct stat st;
+  int err = 0;
+  if (fstat(path_fd, &st) != 0) err = errno;
+  else if (S_ISLNK(st.st_mode)) err = ELOOP;
+  else if (S_ISDIR(st.st_mode)) err = EISDIR;
+  else if (!S_ISREG(st.st_mode)) err = EEXIST;
+  int fd = err ? -1 : reopen(path_fd, flags);
+  if (fd < 0 && !err) err = errno;
+  close(path_fd);
+  errno = err;
+  return fd;
+}
+
+}  // namespace
+
 int Filesystem::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   Held held;
   if (int err = hold(ino, held)) return err;  // ENOENT if evicted: the open lost the race
   const InodePtr& inode = held.inode;
-  const int path_fd = held.fd;
+  // The kernel opens special files itself and follows symlinks before it
+  // asks; anything else here was not meant to be opened.
+  if (!S_ISREG(inode->type)) return EACCES;
 
   int flags = fi->flags & ~(O_CREAT | O_EXCL | O_NOCTTY | O_NOFOLLOW);
-  int fd = ::open(proc_path(path_fd).c_str(), flags | O_CLOEXEC);
+  int fd;
+  if (flags & O_TRUNC) {
+    // Truncation changes data: the backing filesystem checks the caller too.
+    AsCaller as(req);
+    if (as.error()) return as.error();
+    fd = reopen(held.fd, flags);
+  } else {
+    fd = reopen(held.fd, flags);  // the kernel checked the caller's access (default_permissions)
+  }
   if (fd < 0) return errno;
 
   auto handle = std::make_unique<Handle>();
@@ -69,30 +111,34 @@ int Filesystem::create(fuse_req_t req, fuse_ino_t parent_ino, const char* name, 
   // kernel may send CREATE for a name that exists.
   bool created = true;
   int fd = -1;
+  int err = 0;
   for (int attempt = 0;; ++attempt) {
-    fd = openat(parent_fd, name, flags | O_EXCL | O_CLOEXEC, mode);
-    if (fd < 0 && errno == EEXIST && !(fi->flags & O_EXCL)) {
-      created = false;
-      fd = openat(parent_fd, name, (flags & ~O_CREAT) | O_CLOEXEC);
+    {
+      // The caller's rights, and never through a symlink: O_EXCL does not
+      // follow one, and the retry opens only a regular file.
+      AsCaller as(req);
+      if (as.error()) return as.error();
+      fd = openat(parent_fd, name, flags | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+      if (fd < 0 && errno == EEXIST && !(fi->flags & O_EXCL)) {
+        created = false;
+        fd = open_existing_file(parent_fd, name, flags & ~O_CREAT);
+      }
+      err = fd < 0 ? errno : 0;
     }
-    if (fd >= 0 || errno != ENOSPC || attempt > 0 || !quota_) break;
+    if (fd >= 0 || err != ENOSPC || attempt > 0 || !quota_) break;
     ns.unlock();
     bool freed = quota_->make_room(0);
     ns.lock();
-    if (!freed) {
-      errno = ENOSPC;
-      break;
-    }
+    if (!freed) break;
   }
-  if (fd < 0) return errno;
-  if (created) set_owner(req, parent_fd, name);
+  if (fd < 0) return err;
 
   fuse_entry_param e;
   InodePtr inode;
-  int err = created ? finish_create(parent, name, e, &inode) : do_lookup(parent, name, e, &inode);
+  err = created ? finish_create(parent, parent_fd, name, e, &inode) : do_lookup(parent, name, e, &inode);
   if (err || !inode) {
     close(fd);
-    return err ? err : EIO;
+    return err ? err : ENOENT;  // the name went away meanwhile
   }
   if (!created && (flags & O_TRUNC)) recharge(inode);
   ns.unlock();

@@ -37,6 +37,7 @@
 #include "config/config.hpp"
 #include "fs/inode.hpp"
 #include "fs/live_artifact.hpp"
+#include "fs/tree_walk.hpp"
 #include "index/index.hpp"
 #include "quota/quota_manager.hpp"
 
@@ -45,13 +46,7 @@ namespace artifactfs::fs {
 class Trash;
 class Notifier;
 
-// One entry of a walked subtree: its path relative to the subtree's top
-// ("" for the top itself) and its lstat.
-struct SubtreeEntry {
-  std::string rel;
-  struct stat st;
-};
-std::vector<SubtreeEntry> walk_subtree(int dirfd, const std::string& name);
+// SubtreeEntry and walk_subtree() are in fs/tree_walk.hpp.
 
 class Filesystem final : public quota::Evictor {
  public:
@@ -149,7 +144,7 @@ class Filesystem final : public quota::Evictor {
   index::Usage indexed_usage(const struct stat& st) const;
   // Before an entry is created: makes the artifact record if the new entry
   // will be an artifact root.
-  void ensure_record(const Inode& parent, const std::string& name);
+  void ensure_record(const Inode& parent, const std::string& name, ino_t root_ino);
   void charge_new(const Inode& parent, const Inode& child, const struct stat& st);
   void charge_unlinked(const Inode& parent, const std::string& name, const struct stat& before);
   void charge_linked(const Inode& inode, const struct stat& before, const Inode& new_parent,
@@ -187,8 +182,26 @@ class Filesystem final : public quota::Evictor {
   // rename moved them between artifacts.
   void replace_subtree(ino_t top);
   void notify_usage_grew();
-  // Creation epilogue shared by create, mkdir, symlink and mknod.
-  int finish_create(const InodePtr& parent, const char* name, fuse_entry_param& e, InodePtr* out);
+  // Creation epilogue shared by create, mkdir, symlink and mknod: record,
+  // lookup, charge. If the new entry cannot be registered it is removed
+  // again before the error goes back, so the tree and the kernel's view
+  // never disagree.
+  int finish_create(const InodePtr& parent, int parent_fd, const char* name, fuse_entry_param& e, InodePtr* out);
+  // Removes the entry `name` (if it is still inode `ino`) that this
+  // operation made, and the record made for it.
+  void undo_new_entry(const Inode& parent, int parent_fd, const std::string& name, ino_t ino);
+  // Runs the bookkeeping of a backing change that has happened. If it
+  // throws, the change stands (the kernel is told it succeeded, which is
+  // what the tree says) and the index is marked for a re-walk at the next
+  // mount; the failure is logged.
+  void after_change(const char* what, const std::function<void()>& bookkeeping);
+  // ENAMETOOLONG if a rename would give artifacts keys the index cannot
+  // store (a namespace renamed to a longer name); checked before the rename.
+  int check_renamed_keys(const InodePtr& parent, const std::string& name, const InodePtr& new_parent,
+                         const std::string& new_name, const struct stat& moved) const;
+  // Whether the caller may steer the cache (pins): root, the store's owner
+  // (the daemon's user) or a member of control.group.
+  bool is_operator(fuse_req_t req) const;
 
   // --- extended attributes (xattr_ops.cpp) -----------------------------------
   std::vector<std::pair<std::string, std::string>> synthetic_xattrs(const Inode& inode) const;

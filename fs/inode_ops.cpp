@@ -11,7 +11,9 @@
 #include <chrono>
 #include <climits>
 #include <cstring>
+#include <optional>
 
+#include "fs/credentials.hpp"
 #include "fs/filesystem.hpp"
 #include "fs/handle.hpp"
 #include "fs/trash.hpp"
@@ -168,7 +170,7 @@ int Filesystem::do_lookup(const InodePtr& parent, const std::string& name, fuse_
     child->artifact = live;
     if (live && !known) {
       std::lock_guard lock(live->mutex);
-      live->members.push_back(child);
+      live->add_member_locked(child);
       if (role == Role::artifact) live->root = child;
     }
   });
@@ -247,6 +249,13 @@ int Filesystem::setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int t
   const bool symlink = S_ISLNK(inode->type);
   std::string path = proc_path(fd);
   int handle_fd = fi ? Handle::of(fi)->fd : -1;
+  // Every change below acts on the inode's own descriptor (or, for a
+  // symlink's times, on its name in its parent without following it) with
+  // the caller's credentials: the backing filesystem checks ownership for
+  // chmod, chown and times, and write access for truncation, as the kernel
+  // did against the mount's attributes.
+  std::optional<AsCaller> as(std::in_place, req);
+  if (as->error()) return as->error();
 
   if (to_set & FUSE_SET_ATTR_MODE) {
     if (symlink) return EOPNOTSUPP;
@@ -286,6 +295,7 @@ int Filesystem::setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int t
   }
   struct stat st;
   if (fstat(fd, &st) != 0) return errno;
+  as.reset();  // the daemon's rights again for the accounting
   if (to_set & FUSE_SET_ATTR_SIZE) recharge(inode);
   fill_attr(*inode, st);
   fuse_reply_attr(req, &st, attr_timeout_);

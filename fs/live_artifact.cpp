@@ -1,18 +1,35 @@
 #include "fs/live_artifact.hpp"
 
+#include <algorithm>
+
 namespace artifactfs::fs {
+
+void LiveArtifact::add_member_locked(const std::shared_ptr<Inode>& inode) {
+  if (members.size() >= prune_at_) {
+    std::erase_if(members, [](const std::weak_ptr<Inode>& m) { return m.expired(); });
+    prune_at_ = std::max<std::size_t>(64, members.size() * 2);
+  }
+  members.push_back(inode);
+}
 
 std::shared_ptr<LiveArtifact> ArtifactRegistry::get(index::ArtifactId id) {
   std::lock_guard lock(mutex_);
   auto& slot = live_[id];
-  if (!slot) slot = std::make_shared<LiveArtifact>(id);
-  return slot;
+  std::shared_ptr<LiveArtifact> live = slot.lock();
+  if (live) return live;
+  live = std::make_shared<LiveArtifact>(id);
+  slot = live;
+  if (live_.size() >= prune_at_) {
+    std::erase_if(live_, [](const auto& entry) { return entry.second.expired(); });
+    prune_at_ = std::max<std::size_t>(1024, live_.size() * 2);
+  }
+  return live;
 }
 
 std::shared_ptr<LiveArtifact> ArtifactRegistry::find(index::ArtifactId id) const {
   std::lock_guard lock(mutex_);
   auto it = live_.find(id);
-  return it == live_.end() ? nullptr : it->second;
+  return it == live_.end() ? nullptr : it->second.lock();
 }
 
 void ArtifactRegistry::erase(index::ArtifactId id) {

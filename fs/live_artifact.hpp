@@ -38,11 +38,23 @@ struct LiveArtifact {
   std::mutex mutex;
   int leases = 0;          // open handles plus operations in progress
   bool evicted = false;    // removed from the mount; never cleared
-  std::vector<std::weak_ptr<Inode>> members;  // inodes the table placed in it
+  std::vector<std::weak_ptr<Inode>> members;  // inodes the table placed in it (some may be gone)
   std::weak_ptr<Inode> root;                  // its top entry, once looked up
   std::atomic<std::int64_t> last_write_ns{0};  // last change of its usage (no lock)
+
+  // Adds an inode to `members` (caller holds `mutex`). Entries of inodes
+  // that are gone are pruned whenever the list has doubled since the last
+  // pruning, so a user creating and deleting files in one artifact for ever
+  // keeps it as long as the live inodes, amortised O(1) per call.
+  void add_member_locked(const std::shared_ptr<Inode>& inode);
+
+ private:
+  std::size_t prune_at_ = 64;
 };
 
+// Live state exists while something uses it: inodes placed in the artifact
+// and leases hold it; the registry only finds it (weak references, pruned as
+// the map doubles), so its size follows what the kernel holds, not the store.
 class ArtifactRegistry {
  public:
   // The live state of `id`, created on first use.
@@ -53,7 +65,8 @@ class ArtifactRegistry {
 
  private:
   mutable std::mutex mutex_;
-  std::unordered_map<index::ArtifactId, std::shared_ptr<LiveArtifact>> live_;
+  std::unordered_map<index::ArtifactId, std::weak_ptr<LiveArtifact>> live_;
+  std::size_t prune_at_ = 1024;
 };
 
 // Holds an artifact in use for its lifetime. Empty (and always valid) for

@@ -29,6 +29,7 @@
 #include <optional>
 #include <thread>
 
+#include "fs/credentials.hpp"
 #include "fs/daemonize.hpp"
 #include "fs/filesystem.hpp"
 #include "fs/fuse_ops.hpp"
@@ -171,6 +172,9 @@ int run_mount(const MountRequest& request) {
     filesystem.set_quota(&quota);
     filesystem.set_status_provider([&quota] { return quota.status(); });
 
+    // From here on the daemon creates nothing with its own umask: every new
+    // entry is made with the caller's credentials and mode (credentials.hpp).
+    init_credentials();
     std::string opts = fuse_option_string(request);
     const char* argv[] = {"artifactfs", "-o", opts.c_str()};
     fuse_args args = FUSE_ARGS_INIT(3, const_cast<char**>(argv));

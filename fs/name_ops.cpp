@@ -2,6 +2,14 @@
 // symlink, mknod, and the helpers mkdir and rmdir share with them. Each runs
 // under namespace_mutex_ so that the backing change and its accounting are
 // one step (see filesystem.hpp).
+//
+// Rights and symlinks: every backing call here acts on one name in a
+// directory held open by descriptor (no path is resolved), with the
+// caller's credentials (AsCaller), so the backing filesystem checks the
+// caller as the kernel did. None of these calls follows a final symlink
+// (unlinkat, renameat2, mkdirat, symlinkat, mknodat and linkat's new name
+// act on the name itself), and linkat's source is the inode's own
+// descriptor.
 #include <fcntl.h>
 #include <stdio.h>
 #include <unistd.h>
@@ -11,7 +19,7 @@
 #include <cstring>
 #include <shared_mutex>
 
-#include "fs/creds.hpp"
+#include "fs/credentials.hpp"
 #include "fs/filesystem.hpp"
 
 namespace artifactfs::fs {
@@ -33,9 +41,15 @@ int Filesystem::remove_name(fuse_req_t req, fuse_ino_t parent_ino, const char* n
     std::unique_lock ownership(ownership_mutex_);  // see accounting.cpp
     struct stat before;
     if (fstatat(parent.fd, name, &before, AT_SYMLINK_NOFOLLOW) != 0) return errno;
-    if (unlinkat(parent.fd, name, flags) != 0) return errno;
-    charge_unlinked(*parent.inode, name, before);
-    inodes_.unlinked(parent.inode->ino, name, before.st_ino);
+    {
+      AsCaller as(req);
+      if (as.error()) return as.error();
+      if (unlinkat(parent.fd, name, flags) != 0) return errno;
+    }
+    after_change("unlink", [&] {
+      charge_unlinked(*parent.inode, name, before);
+      inodes_.unlinked(parent.inode->ino, name, before.st_ino);
+    });
   }
   recharge(parent.inode);
   fuse_reply_err(req, 0);
@@ -52,17 +66,21 @@ int Filesystem::make_node(fuse_req_t req, fuse_ino_t parent_ino, const char* nam
   if (int err = hold(parent_ino, parent)) return err;
   if (int err = check_new_name(*parent.inode, name)) return err;
   std::unique_lock ns(namespace_mutex_);
-  int rc = make(parent.fd);
-  if (rc != 0 && errno == ENOSPC && quota_) {
+  auto make_as_caller = [&]() -> int {
+    AsCaller as(req);
+    if (as.error()) return as.error();
+    return make(parent.fd) == 0 ? 0 : errno;
+  };
+  int err = make_as_caller();
+  if (err == ENOSPC && quota_) {
     ns.unlock();  // make_room evicts, which takes namespace_mutex_
     bool freed = quota_->make_room(0);
     ns.lock();
-    if (freed) rc = make(parent.fd);
+    if (freed) err = make_as_caller();
   }
-  if (rc != 0) return errno;
-  set_owner(req, parent.fd, name);
+  if (err) return err;
   fuse_entry_param e;
-  if (int err = finish_create(parent.inode, name, e, nullptr)) return err;
+  if (int lerr = finish_create(parent.inode, parent.fd, name, e, nullptr)) return lerr;
   ns.unlock();
   fuse_reply_entry(req, &e);
   return 0;
@@ -91,17 +109,23 @@ int Filesystem::rename(fuse_req_t req, fuse_ino_t parent_ino, const char* name, 
       fuse_reply_err(req, 0);
       return 0;
     }
-    if (renameat2(parent_fd, name, new_parent_fd, new_name, flags) != 0) return errno;
-
-    if (flags & RENAME_EXCHANGE) {
-      charge_exchanged(parent, name, moved, new_parent, new_name, replaced);
-    } else {
-      if (target_exists) {
-        charge_unlinked(*new_parent, new_name, replaced);
-        inodes_.unlinked(new_parent->ino, new_name, replaced.st_ino);
-      }
-      charge_renamed(parent, name, new_parent, new_name, moved);
+    if (int err = check_renamed_keys(parent, name, new_parent, new_name, moved)) return err;
+    {
+      AsCaller as(req);
+      if (as.error()) return as.error();
+      if (renameat2(parent_fd, name, new_parent_fd, new_name, flags) != 0) return errno;
     }
+    after_change("rename", [&] {
+      if (flags & RENAME_EXCHANGE) {
+        charge_exchanged(parent, name, moved, new_parent, new_name, replaced);
+      } else {
+        if (target_exists) {
+          charge_unlinked(*new_parent, new_name, replaced);
+          inodes_.unlinked(new_parent->ino, new_name, replaced.st_ino);
+        }
+        charge_renamed(parent, name, new_parent, new_name, moved);
+      }
+    });
   }
   recharge(parent);
   if (new_parent != parent) recharge(new_parent);
@@ -125,11 +149,30 @@ int Filesystem::link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t new_parent_ino, 
     std::unique_lock ownership(ownership_mutex_);  // see accounting.cpp
     struct stat before;
     if (fstat(fd, &before) != 0) return errno;
-    // linkat(AT_EMPTY_PATH) would need CAP_DAC_READ_SEARCH; /proc works for all.
-    if (linkat(AT_FDCWD, proc_path(fd).c_str(), new_parent_fd, new_name, AT_SYMLINK_FOLLOW) != 0) return errno;
-    ensure_record(*new_parent, new_name);
-    if (int err = do_lookup(new_parent, new_name, e)) return err;
-    charge_linked(*inode, before, *new_parent, new_name);
+    {
+      // As the caller: the backing filesystem applies protected_hardlinks
+      // to the caller, not to root. linkat(AT_EMPTY_PATH) would need
+      // CAP_DAC_READ_SEARCH; the inode's /proc link works for all.
+      AsCaller as(req);
+      if (as.error()) return as.error();
+      if (linkat(AT_FDCWD, proc_path(fd).c_str(), new_parent_fd, new_name, AT_SYMLINK_FOLLOW) != 0) return errno;
+    }
+    // Undone if it cannot be registered, so that the tree and the kernel's
+    // view never disagree.
+    int err = 0;
+    try {
+      ensure_record(*new_parent, new_name, before.st_ino);
+      err = do_lookup(new_parent, new_name, e);
+      if (!err && e.ino == 0) err = ENOENT;
+    } catch (...) {
+      undo_new_entry(*new_parent, new_parent_fd, new_name, before.st_ino);
+      throw;
+    }
+    if (err) {
+      undo_new_entry(*new_parent, new_parent_fd, new_name, before.st_ino);
+      return err;
+    }
+    after_change("link", [&] { charge_linked(*inode, before, *new_parent, new_name); });
   }
   recharge(new_parent);
   fuse_reply_entry(req, &e);

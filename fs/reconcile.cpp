@@ -1,9 +1,8 @@
 #include "fs/tree_walk.hpp"
 #include "fs/usage.hpp"
 #include "fs/reconcile.hpp"
+#include "fs/store.hpp"
 
-#include <dirent.h>
-#include <fcntl.h>
 #include <fnmatch.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
@@ -12,6 +11,7 @@
 #include <chrono>
 #include <cstdio>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -19,7 +19,6 @@
 namespace artifactfs::fs {
 
 namespace {
-
 
 class Walker {
  public:
@@ -29,7 +28,17 @@ class Walker {
     struct stat root;
     fstat(data_fd, &root);
     count_outside(root);
-    walk_namespace(dup(data_fd), "", 0);
+    bool complete = walk_below(data_fd, [&](const WalkEntry& e) {
+      visit(e);
+      return true;
+    });
+    // Committing a partial walk would drop the records of every artifact
+    // not reached; the index stays unclean, so the next mount walks again.
+    if (!complete) {
+      throw UserError("the data tree changed while the index was being rebuilt from it; mount again, and do not "
+                      "change the store's data directory while artifactfs uses it");
+    }
+    finish_artifact();
     rebuild_.outside(outside_);
     rebuild_.total(total_);
     for (const auto& [ino, names] : links_) {
@@ -42,6 +51,52 @@ class Walker {
   ReconcileSummary summary;
 
  private:
+  // The artifact whose entries are being visited.
+  struct Artifact {
+    std::string name;
+    int depth;  // of its root: deeper entries belong to it
+    index::TimeNs created;
+    ino_t root_ino;
+    index::Usage usage;
+    std::set<ino_t> seen;  // multiply-linked inodes counted already
+  };
+
+  // Pre-order: an entry no deeper than the open artifact or kept entry is
+  // past the end of it. An entry at a namespace depth (up to layout.depth)
+  // is kept (outside, with all below it), a namespace (outside) or an
+  // artifact root; everything deeper belongs to the artifact or kept entry
+  // above it.
+  void visit(const WalkEntry& e) {
+    if (artifact_ && e.depth <= artifact_->depth) finish_artifact();
+    if (kept_depth_ >= 0 && e.depth <= kept_depth_) kept_depth_ = -1;
+    if (artifact_) {
+      add(e.st);
+    } else if (kept_depth_ >= 0) {
+      count_outside(e.st);
+    } else if (kept(e.name)) {
+      count_outside(e.st);
+      kept_depth_ = e.depth;
+    } else if (e.depth < layout_.depth) {
+      count_outside(e.st);
+    } else {
+      artifact_.emplace(Artifact{e.rel, e.depth, ctime_ns(e.st), e.st.st_ino, {}, {}});
+      add(e.st);
+    }
+  }
+
+  void add(const struct stat& st) {
+    count_total(st, artifact_->name);
+    if (!S_ISDIR(st.st_mode) && st.st_nlink > 1 && !artifact_->seen.insert(st.st_ino).second) return;
+    artifact_->usage += usage_of(st);
+  }
+
+  void finish_artifact() {
+    if (!artifact_) return;
+    rebuild_.artifact(artifact_->name, artifact_->usage, artifact_->created, artifact_->root_ino);
+    summary.artifacts++;
+    artifact_.reset();
+  }
+
   bool kept(const std::string& name) const {
     for (const auto& glob : layout_.keep) {
       if (fnmatch(glob.c_str(), name.c_str(), FNM_PERIOD) == 0) return true;
@@ -67,51 +122,6 @@ class Walker {
     outside_ += usage_of(st);
   }
 
-  // Everything below `fd` is outside any artifact (a kept entry).
-  void walk_outside(int fd) {
-    for_each_child(fd, [&](int parent, const std::string& name, const struct stat& st) {
-      count_outside(st);
-      if (S_ISDIR(st.st_mode)) walk_outside(open_subdir(parent, name));
-    });
-  }
-
-  void walk_namespace(int fd, const std::string& path, int depth) {
-    for_each_child(fd, [&](int parent, const std::string& name, const struct stat& st) {
-      std::string child = path.empty() ? name : path + "/" + name;
-      if (kept(name)) {
-        count_outside(st);
-        if (S_ISDIR(st.st_mode)) walk_outside(open_subdir(parent, name));
-      } else if (depth + 1 < layout_.depth) {
-        count_outside(st);
-        if (S_ISDIR(st.st_mode)) {
-          walk_namespace(open_subdir(parent, name), child, depth + 1);
-        }
-      } else {
-        index::Usage usage;
-        std::set<ino_t> seen;
-        auto add = [&](const struct stat& s) {
-          count_total(s, child);
-          if (!S_ISDIR(s.st_mode) && s.st_nlink > 1 && !seen.insert(s.st_ino).second) return;
-          usage += usage_of(s);
-        };
-        add(st);
-        if (S_ISDIR(st.st_mode)) {
-          walk_artifact(open_subdir(parent, name), add);
-        }
-        rebuild_.artifact(child, usage, ctime_ns(st));
-        summary.artifacts++;
-      }
-    });
-  }
-
-  template <typename Add>
-  void walk_artifact(int fd, Add& add) {
-    for_each_child(fd, [&](int parent, const std::string& name, const struct stat& st) {
-      add(st);
-      if (S_ISDIR(st.st_mode)) walk_artifact(open_subdir(parent, name), add);
-    });
-  }
-
   void progress() {
     ++summary.entries;
     if (summary.entries % 4096 != 0) return;
@@ -130,6 +140,8 @@ class Walker {
   std::set<ino_t> seen_outside_;
   std::map<ino_t, std::map<std::string, std::uint32_t>> links_;
   std::chrono::steady_clock::time_point last_report_ = std::chrono::steady_clock::now();
+  std::optional<Artifact> artifact_;
+  int kept_depth_ = -1;  // depth of the kept entry being visited, or -1
 };
 }  // namespace
 

@@ -10,6 +10,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -27,15 +28,46 @@ std::string layout_text(const config::Layout& layout) {
   return out.str();
 }
 
+// Creates `dir` mode 0700 if it is missing (its parents as usual).
 void make_dir(const fsys::path& dir) {
   std::error_code ec;
-  fsys::create_directories(dir, ec);
+  if (dir.has_parent_path()) fsys::create_directories(dir.parent_path(), ec);
+  if (!ec && ::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) ec.assign(errno, std::generic_category());
   if (ec) {
     throw UserError("cannot create " + dir.string() + ": " + ec.message() +
                     " (choose a store on a writable local filesystem, or fix its permissions)");
   }
   if (!fsys::is_directory(dir)) {
     throw UserError(dir.string() + " exists and is not a directory (move it away or choose another store)");
+  }
+}
+
+// The store is the daemon's alone: users reach the cache only through the
+// mount, where every operation is checked with the caller's rights. A store
+// others can enter would let them plant symlinks or hard links the daemon
+// might act on as root, or read files the mount would deny them.
+void check_private(const fsys::path& root) {
+  struct stat st;
+  if (lstat(root.c_str(), &st) != 0) {
+    throw UserError("cannot use store " + root.string() + ": " + std::strerror(errno));
+  }
+  if (S_ISLNK(st.st_mode)) {
+    throw UserError("store " + root.string() + " is a symlink (name the real directory: " +
+                    fsys::canonical(root).string() + ")");
+  }
+  if (st.st_uid != geteuid()) {
+    throw UserError("store " + root.string() + " is owned by uid " + std::to_string(st.st_uid) +
+                    ", not by the daemon's user (uid " + std::to_string(geteuid()) +
+                    "); the store must be private to the daemon: `chown -R " + std::to_string(geteuid()) + " " +
+                    root.string() + " && chmod 700 " + root.string() + "`");
+  }
+  if ((st.st_mode & 077) != 0) {
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", st.st_mode & 07777);
+    throw UserError("store " + root.string() + " is open to other users (mode " + mode +
+                    "); users must reach the cache only through the mount, never the store: `chmod 700 " +
+                    root.string() + "` (to share the cache, chmod the mountpoint instead, e.g. `chmod 1777 MOUNTPOINT` "
+                    "once mounted)");
   }
 }
 
@@ -47,6 +79,7 @@ Store::Store(fsys::path root) : root_(std::move(root)) {
     throw UserError("store " + root_.string() + " exists and is not a directory (choose a directory)");
   }
   make_dir(root_);
+  check_private(root_);
   make_dir(data_dir());
   make_dir(index_dir());
   make_dir(trash_dir());
@@ -54,7 +87,7 @@ Store::Store(fsys::path root) : root_(std::move(root)) {
     throw UserError("store " + root_.string() + " is not writable: " + std::strerror(errno));
   }
   fsys::path lock_path = root_ / "lock";
-  lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
   if (lock_fd_ < 0) throw UserError("cannot open " + lock_path.string() + ": " + std::strerror(errno));
   if (flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
     std::ifstream in(lock_path);
@@ -94,10 +127,11 @@ bool Store::layout_changed(const config::Layout& layout) const {
 
 void Store::record_layout(const config::Layout& layout) {
   fsys::path tmp = root_ / "layout.tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << layout_text(layout);
-  }
+  const std::string text = layout_text(layout);
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+  bool written = fd >= 0 && ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+  if (fd >= 0) ::close(fd);
+  if (!written) throw UserError("cannot write " + tmp.string() + ": " + std::strerror(errno));
   fsys::rename(tmp, root_ / "layout");
 }
 

@@ -1,4 +1,5 @@
 // See trash.hpp for the concurrency model.
+#include "fs/tree_walk.hpp"
 #include "fs/usage.hpp"
 #include "fs/trash.hpp"
 
@@ -11,7 +12,6 @@
 #include <cerrno>
 #include <cstring>
 #include <set>
-#include <vector>
 
 namespace artifactfs::fs {
 
@@ -99,7 +99,8 @@ void Trash::run() {
   }
 }
 
-// Deletes one trash entry depth-first. An inode that still has names in
+// Deletes one trash entry depth-first: files as they are visited, each
+// directory once its children are gone. An inode that still has names in
 // other artifacts survives: its usage, taken off the totals at eviction, is
 // given back and its link record updated.
 void Trash::remove_entry(const std::string& name) {
@@ -115,53 +116,21 @@ void Trash::remove_entry(const std::string& name) {
     index_.set_links(st.st_ino, remaining > 1 ? *links : index::LinkSet{});
     if (remaining > 0 && survivors.insert(st.st_ino).second) index_.charge_total(usage_of(st));
   };
-
-  struct Frame {
-    int fd;
-    DIR* dir;
-  };
-  struct stat top;
-  if (fstatat(trash_fd_, name.c_str(), &top, AT_SYMLINK_NOFOLLOW) != 0) return;
-  if (!S_ISDIR(top.st_mode)) {
-    forget_links(top);
-    unlinkat(trash_fd_, name.c_str(), 0);
-    return;
-  }
-  std::vector<std::pair<int, std::string>> path;  // (parent fd, name) of open directories
-  std::vector<Frame> stack;
-  int fd = openat(trash_fd_, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0) return;
-  stack.push_back({fd, fdopendir(fd)});
-  path.emplace_back(trash_fd_, name);
-  while (!stack.empty()) {
-    Frame& frame = stack.back();
-    dirent* de = frame.dir ? readdir(frame.dir) : nullptr;
-    if (!de) {
-      if (frame.dir) closedir(frame.dir);
-      else close(frame.fd);
-      stack.pop_back();
-      auto [parent_fd, dir_name] = path.back();
-      path.pop_back();
-      if (unlinkat(parent_fd, dir_name.c_str(), AT_REMOVEDIR) != 0) {
-        spdlog::warn("could not delete evicted directory {}: {}", dir_name, std::strerror(errno));
-      }
-      continue;
-    }
-    std::string child = de->d_name;
-    if (child == "." || child == "..") continue;
-    struct stat st;
-    if (fstatat(frame.fd, child.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
-    if (S_ISDIR(st.st_mode)) {
-      int cfd = openat(frame.fd, child.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-      if (cfd < 0) continue;
-      int parent_fd = frame.fd;
-      stack.push_back({cfd, fdopendir(cfd)});
-      path.emplace_back(parent_fd, child);
-      continue;
-    }
-    forget_links(st);
-    unlinkat(frame.fd, child.c_str(), 0);
-  }
+  bool complete = walk_tree(
+      trash_fd_, name,
+      [&](const WalkEntry& e) {
+        if (S_ISDIR(e.st.st_mode)) return true;
+        forget_links(e.st);
+        unlinkat(e.parent_fd, e.name.c_str(), 0);
+        return false;
+      },
+      [&](const WalkEntry& e) {
+        if (unlinkat(e.parent_fd, e.name.c_str(), AT_REMOVEDIR) != 0) {
+          spdlog::warn("could not delete evicted directory {}: {}", e.name, std::strerror(errno));
+        }
+      });
+  // What is left is deleted again at the next mount.
+  if (!complete) spdlog::warn("stopped deleting evicted entry {}", name);
 }
 
 }  // namespace artifactfs::fs

@@ -4,6 +4,7 @@
 // Every other name is passed through to the backing file.
 #include <spdlog/spdlog.h>
 #include <sys/xattr.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
@@ -11,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "fs/credentials.hpp"
 #include "fs/filesystem.hpp"
 
 namespace artifactfs::fs {
@@ -154,7 +156,11 @@ int Filesystem::setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const
   if (int err = hold(ino, held)) return err;
   const int fd = held.fd;
   if (S_ISLNK(inode->type)) return EPERM;  // Linux allows no user.* attributes on symlinks
-  if (::setxattr(proc_path(fd).c_str(), name, value, size, flags) != 0) return errno;
+  {
+    AsCaller as(req);  // the backing filesystem checks the caller's write access
+    if (as.error()) return as.error();
+    if (::setxattr(proc_path(fd).c_str(), name, value, size, flags) != 0) return errno;
+  }
   recharge(inode);  // a large attribute may take a block
   fuse_reply_err(req, 0);
   return 0;
@@ -172,13 +178,32 @@ int Filesystem::removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
   if (int err = hold(ino, held)) return err;
   const int fd = held.fd;
   if (S_ISLNK(inode->type)) return ENODATA;
-  if (::removexattr(proc_path(fd).c_str(), name) != 0) return errno;
+  {
+    AsCaller as(req);
+    if (as.error()) return as.error();
+    if (::removexattr(proc_path(fd).c_str(), name) != 0) return errno;
+  }
   recharge(inode);
   fuse_reply_err(req, 0);
   return 0;
 }
 
+bool Filesystem::is_operator(fuse_req_t req) const {
+  const fuse_ctx* ctx = fuse_req_ctx(req);
+  if (ctx->uid == 0 || ctx->uid == geteuid()) return true;
+  if (!config_.control.gid) return false;
+  const gid_t group = static_cast<gid_t>(*config_.control.gid);
+  if (ctx->gid == group) return true;
+  for (gid_t g : caller_groups(req)) {
+    if (g == group) return true;
+  }
+  return false;
+}
+
 int Filesystem::set_pinned(fuse_req_t req, const Inode& inode, bool pinned) {
+  // Pins steer what the quota may take from everyone: the operator's call,
+  // whatever the artifact's mode says.
+  if (!is_operator(req)) return EPERM;
   std::shared_ptr<LiveArtifact> live;
   {
     std::lock_guard lock(inodes_.mutex());
@@ -188,7 +213,7 @@ int Filesystem::set_pinned(fuse_req_t req, const Inode& inode, bool pinned) {
   auto record = index_.get(live->id);
   if (!record) return ENOENT;
   index_.set_pinned(live->id, pinned);
-  spdlog::info("{} {}", pinned ? "pinned" : "unpinned", record->name);
+  spdlog::debug("{} {} (uid {})", pinned ? "pinned" : "unpinned", record->name, fuse_req_ctx(req)->uid);
   fuse_reply_err(req, 0);
   return 0;
 }

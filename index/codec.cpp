@@ -8,7 +8,8 @@ namespace {
 
 // Bumped when the record layout changes; the schema version in meta guards
 // the whole file, this byte lets a single bad record be told apart.
-constexpr std::uint8_t kRecordFormat = 1;
+// Format 1 had no root inode; it reads as 0 ("unknown").
+constexpr std::uint8_t kRecordFormat = 2;
 
 [[noreturn]] void malformed(std::string_view what, std::size_t size) {
   throw IndexCorrupt("malformed " + std::string(what) + " value (" + std::to_string(size) + " bytes)");
@@ -163,12 +164,14 @@ std::string record_value(const ArtifactRecord& rec) {
   w.u8(rec.pinned ? 1 : 0);
   w.u32(static_cast<std::uint32_t>(rec.name.size()));
   w.bytes(rec.name);
+  w.u64(rec.root_ino);
   return w.take();
 }
 
 ArtifactRecord read_record_value(ArtifactId id, std::string_view bytes) {
   Reader r(bytes, "artifact record");
-  if (r.u8() != kRecordFormat) malformed("artifact record (unknown format)", bytes.size());
+  const std::uint8_t format = r.u8();
+  if (format != 1 && format != kRecordFormat) malformed("artifact record (unknown format)", bytes.size());
   ArtifactRecord rec;
   rec.id = id;
   rec.usage = read_usage(r);
@@ -177,6 +180,7 @@ ArtifactRecord read_record_value(ArtifactId id, std::string_view bytes) {
   rec.access_count = r.u64();
   rec.pinned = (r.u8() & 1) != 0;
   rec.name = std::string(r.take(r.u32()));
+  if (format >= 2) rec.root_ino = r.u64();
   r.finish();
   return rec;
 }

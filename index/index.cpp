@@ -86,6 +86,7 @@ struct Index::Impl {
   mutable lmdb::Env env;  // reads through const methods begin transactions
   MDB_dbi meta = 0, artifacts = 0, names = 0, lru = 0, links = 0;
   bool previous_clean = true;
+  std::atomic<bool> inconsistent{false};  // see mark_inconsistent()
   std::size_t max_name;
 
   std::mutex flush_mutex;
@@ -296,9 +297,15 @@ void Index::close_clean() {
   auto& m = *impl_;
   std::lock_guard flush_lock(m.flush_mutex);
   m.flush();  // Impl::flush does not take flush_mutex; we hold it
-  m.env.write([&](lmdb::WriteTxn& txn) { txn.put(m.meta, kMetaClean, codec::u64_value(1)); });
+  if (m.inconsistent) {
+    spdlog::warn("index {}: left marked for a re-walk of the data tree at the next mount", m.env.dir().string());
+  } else {
+    m.env.write([&](lmdb::WriteTxn& txn) { txn.put(m.meta, kMetaClean, codec::u64_value(1)); });
+  }
   m.env.sync();
 }
+
+void Index::mark_inconsistent() { impl_->inconsistent = true; }
 
 // --- reads ---------------------------------------------------------------------------
 
@@ -442,7 +449,7 @@ void Index::count(Stat which, std::uint64_t n) {
 
 // --- structural changes ------------------------------------------------------------------
 
-ArtifactId Index::add_artifact(std::string_view name, TimeNs created, const Usage& usage) {
+ArtifactId Index::add_artifact(std::string_view name, TimeNs created, const Usage& usage, InodeNumber root_ino) {
   auto& m = *impl_;
   m.check_name(name);
   ArtifactId id = 0;
@@ -450,7 +457,7 @@ ArtifactId Index::add_artifact(std::string_view name, TimeNs created, const Usag
     if (m.lookup_name(txn, name)) throw IndexError("artifact name already in the index: " + std::string(name));
     id = m.meta_u64(txn, kMetaNextId);
     txn.put(m.meta, kMetaNextId, codec::u64_value(id + 1));
-    ArtifactRecord rec{id, std::string(name), usage, created, created, 0, false};
+    ArtifactRecord rec{id, std::string(name), usage, created, created, 0, false, root_ino};
     m.put_record(txn, rec);
     txn.put(m.names, name, codec::be64(id));
     txn.put(m.lru, codec::lru_key(created, id), {});
@@ -474,6 +481,20 @@ void Index::rename_artifact(ArtifactId id, std::string_view new_name) {
     txn.put(m.names, new_name, codec::be64(id));
     rec.name = std::string(new_name);
     m.put_record(txn, rec);
+  });
+}
+
+void Index::swap_names(ArtifactId a, ArtifactId b) {
+  auto& m = *impl_;
+  if (a == b) return;
+  m.write([&](lmdb::WriteTxn& txn) {
+    auto first = m.load_existing(txn, a);
+    auto second = m.load_existing(txn, b);
+    std::swap(first.name, second.name);
+    txn.put(m.names, first.name, codec::be64(first.id));
+    txn.put(m.names, second.name, codec::be64(second.id));
+    m.put_record(txn, first);
+    m.put_record(txn, second);
   });
 }
 
@@ -601,9 +622,9 @@ class Index::Impl::RebuildImpl final : public Index::Rebuild {
  public:
   explicit RebuildImpl(Index::Impl& m) : m_(m) {}
 
-  void artifact(std::string_view name, const Usage& usage, TimeNs created) override {
+  void artifact(std::string_view name, const Usage& usage, TimeNs created, InodeNumber root_ino) override {
     m_.check_name(name);
-    artifacts_.push_back({std::string(name), usage, created});
+    artifacts_.push_back({std::string(name), usage, created, root_ino});
     if (artifacts_.size() + links_.size() >= kRebuildChunk) apply_chunk();
   }
   void outside(const Usage& usage) override { outside_ = usage; }
@@ -619,6 +640,7 @@ class Index::Impl::RebuildImpl final : public Index::Rebuild {
     std::string name;
     Usage usage;
     TimeNs created;
+    InodeNumber root_ino;
   };
   void apply_chunk();
   void remove_unseen();
@@ -646,9 +668,11 @@ void Index::Impl::RebuildImpl::apply_chunk() {
       if (id) rec = m_.load_record(txn, *id);
       if (rec) {
         rec->usage = found.usage;
+        rec->root_ino = found.root_ino;
       } else {
         // New, or a name whose record is gone: start afresh.
-        rec = ArtifactRecord{next_id++, found.name, found.usage, found.created, found.created, 0, false};
+        rec = ArtifactRecord{next_id++, found.name, found.usage, found.created, found.created, 0, false,
+                             found.root_ino};
         txn.put(m_.names, found.name, codec::be64(rec->id));
         txn.put(m_.lru, codec::lru_key(rec->last_access, rec->id), {});
       }

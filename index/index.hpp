@@ -79,6 +79,9 @@ struct ArtifactRecord {
   TimeNs last_access = 0;
   std::uint64_t access_count = 0;
   bool pinned = false;
+  // The backing inode of the artifact's top entry, so that an eviction can
+  // check it is removing what the record describes; 0 if not known.
+  InodeNumber root_ino = 0;
 };
 
 struct Totals {
@@ -129,8 +132,12 @@ class Index {
   // index counts as clean. Sampled at open(), which then marks the index in
   // use (durably) so that a crash from here on is detected.
   bool previous_shutdown_clean() const;
-  // flush(), mark clean, sync. Called once at unmount.
+  // flush(), mark clean, sync. Called once at unmount. Does not mark the
+  // index clean after mark_inconsistent(): the next mount then reconciles.
   void close_clean();
+  // The index may disagree with the data tree (a change of the tree whose
+  // bookkeeping failed half-way): the next mount re-walks the tree.
+  void mark_inconsistent();
 
   // --- reads (LMDB read transaction, merged with the pending batch) ---------
   std::optional<ArtifactId> find(std::string_view name) const;
@@ -163,9 +170,12 @@ class Index {
   // --- structural changes (synchronous write transaction) -------------------
   // Fails with IndexError if the name is taken, empty or longer than LMDB's
   // key limit (511 bytes). last_access starts at `created`.
-  ArtifactId add_artifact(std::string_view name, TimeNs created, const Usage& usage);
+  ArtifactId add_artifact(std::string_view name, TimeNs created, const Usage& usage, InodeNumber root_ino = 0);
   // IndexError if `new_name` is taken or `id` is unknown.
   void rename_artifact(ArtifactId id, std::string_view new_name);
+  // Exchanges the names of two artifacts in one transaction (RENAME_EXCHANGE
+  // of two artifact roots). IndexError if either is unknown.
+  void swap_names(ArtifactId a, ArtifactId b);
   // Deletes the record and forgets its pending changes. Totals are not
   // touched: the caller charges what was really freed.
   std::optional<ArtifactRecord> remove_artifact(ArtifactId id);
@@ -195,7 +205,7 @@ class Index {
   class Rebuild {
    public:
     virtual ~Rebuild() = default;
-    virtual void artifact(std::string_view name, const Usage& usage, TimeNs created) = 0;
+    virtual void artifact(std::string_view name, const Usage& usage, TimeNs created, InodeNumber root_ino = 0) = 0;
     virtual void outside(const Usage& usage) = 0;
     virtual void total(const Usage& usage) = 0;
     // Names of an inode with more than one link, by artifact name ("" for

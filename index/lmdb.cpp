@@ -173,7 +173,7 @@ Env::Env(const std::filesystem::path& dir, std::uint64_t initial_map_size, unsig
   if ((rc = mdb_env_set_maxreaders(env_, 1024)) != 0) fail(rc, "set max readers");
   // NOSYNC: flush() decides when data reaches the disk. NOTLS: read
   // transactions are not tied to the thread that began them.
-  if ((rc = mdb_env_open(env_, dir.c_str(), MDB_NOSYNC | MDB_NOTLS, 0644)) != 0) fail(rc, "open");
+  if ((rc = mdb_env_open(env_, dir.c_str(), MDB_NOSYNC | MDB_NOTLS, 0600)) != 0) fail(rc, "open");
   // A killed previous owner leaves its reader slots behind; they would pin
   // old pages and make the file grow.
   int stale = 0;

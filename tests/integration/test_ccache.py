@@ -129,7 +129,11 @@ def _results(keys: list[str]) -> list[str]:
 @pytest.fixture
 def cc_mount(mount_factory):
     _require_tools()
-    return mount_factory("m", depth=DEPTH, keep=KEEP, sets=["index.flush-interval=100ms"])
+    m = mount_factory("m", depth=DEPTH, keep=KEEP, sets=["index.flush-interval=100ms"])
+    # A new store's mount root is private (0700); an operator sharing the
+    # cache opens it to readers.
+    os.chmod(m.mnt, 0o755)
+    return m
 
 
 @pytest.fixture

@@ -169,6 +169,7 @@ def _as_nobody(argv):
 
 
 def test_unprivileged_read_recorded(mnt):
+    os.chmod(mnt.mnt, 0o755)  # shared with readers by the operator (a new mount root is 0700)
     d = mnt.mnt / "shared"
     d.mkdir()
     (d / "obj").write_bytes(b"readable by all\n")
