@@ -662,3 +662,17 @@ def remove_base(d: Path) -> None:
         print(f"not removing {d}: still mounted: {fuse_mounts_under(d)}", file=sys.stderr)
         return
     shutil.rmtree(d, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------
+# other users
+
+
+NOBODY = 65534
+
+
+def as_user(argv, uid: int = NOBODY, gid: int = NOBODY, groups: list[int] | None = None) -> list[str]:
+    """argv run by `setpriv` as uid/gid with exactly `groups` as supplementary
+    groups (none when empty or None)."""
+    grp = [f"--groups={','.join(map(str, groups))}"] if groups else ["--clear-groups"]
+    return ["setpriv", f"--reuid={uid}", f"--regid={gid}", *grp, *[str(a) for a in argv]]
