@@ -185,6 +185,8 @@ const std::vector<KnownKey>& known_keys() {
       {"fuse.attr-timeout",
        [](Config& c, const YAML::Node& v) { c.fuse.attr_timeout = duration_in_range(v, 0ms, 24h * 30); }},
       {"fuse.allow-other", [](Config& c, const YAML::Node& v) { c.fuse.allow_other = boolean(v); }},
+      {"fuse.max-open-nodes",
+       [](Config& c, const YAML::Node& v) { c.fuse.max_open_nodes = int_in_range(v, 64, 1 << 24); }},
       {"quota.max-size",
        [](Config& c, const YAML::Node& v) {
          const std::string expected = "a size such as 100G, a percentage such as 80%, or 'unlimited'";
@@ -484,6 +486,8 @@ std::string to_yaml(const Config& config) {
   out << YAML::Key << "entry-timeout" << YAML::Value << format_duration(config.fuse.entry_timeout);
   out << YAML::Key << "attr-timeout" << YAML::Value << format_duration(config.fuse.attr_timeout);
   out << YAML::Key << "allow-other" << YAML::Value << config.fuse.allow_other;
+  out << YAML::Key << "max-open-nodes" << YAML::Value << config.fuse.max_open_nodes
+      << YAML::Comment("64..16777216; at most half the descriptor limit is used");
   out << YAML::EndMap;
 
   // to_chars gives the shortest text that reads back as the same double;

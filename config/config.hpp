@@ -39,6 +39,7 @@ struct FuseSettings {
   std::chrono::milliseconds entry_timeout{std::chrono::hours(1)};
   std::chrono::milliseconds attr_timeout{std::chrono::hours(1)};
   bool allow_other = true;                  // every user (and NFS export) can read the cache
+  int max_open_nodes = 16384;               // backing descriptors of inodes kept open (at most half the process limit)
 };
 
 struct QuotaSettings {

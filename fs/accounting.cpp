@@ -60,7 +60,15 @@ index::ArtifactId Filesystem::owner_of_child(const Inode& parent, const std::str
   }
 }
 
-void Filesystem::recharge(const InodePtr& inode) {
+void Filesystem::recharge(const InodePtr& inode, int open_fd) {
+  // An open file's own descriptor serves (the write path); else the inode's.
+  NodeFd pinned;
+  int fd = open_fd;
+  if (fd < 0) {
+    pinned = node_fd(inode);
+    if (!pinned) return;  // gone: its usage went with it
+    fd = pinned.get();
+  }
   // Renames that move entries between artifacts hold this exclusively, so
   // the owner read here stays the owner until the charge is made.
   std::shared_lock ownership(ownership_mutex_);
@@ -78,7 +86,7 @@ void Filesystem::recharge(const InodePtr& inode) {
     // all of a write's growth or none of it.
     std::lock_guard lock(inode->mutex);
     struct stat now;
-    if (inode->fd < 0 || fstat(inode->fd, &now) != 0) return;
+    if (inode->gone || fstat(fd, &now) != 0) return;
     index::Usage current = usage_of(now);
     delta = current;
     delta += -inode->accounted;
@@ -106,7 +114,7 @@ index::Usage Filesystem::indexed_usage(const struct stat& st) const {
   // which a write in flight may not have reached yet.
   if (InodePtr known = inodes_.find_backing(st.st_ino); known && known->type == (st.st_mode & S_IFMT)) {
     std::lock_guard lock(known->mutex);
-    if (known->fd >= 0) return known->accounted;
+    if (!known->gone) return known->accounted;
   }
   return usage_of(st);
 }
@@ -291,8 +299,9 @@ void Filesystem::charge_renamed(const InodePtr& old_parent, const std::string& o
   }
 
   // Anything else changes which artifact some entries belong to: walk it.
-  int new_parent_fd = fd_of(new_parent);
-  std::vector<SubtreeEntry> entries = walk_subtree(new_parent_fd, new_name);
+  NodeFd new_parent_fd = node_fd(new_parent);
+  std::vector<SubtreeEntry> entries = new_parent_fd ? walk_subtree(new_parent_fd.get(), new_name)
+                                                    : std::vector<SubtreeEntry>{};
   std::vector<index::ArtifactId> old_roots, new_roots;
   auto before = owners_in(*old_parent, old_name, entries, false, old_roots);
   for (index::ArtifactId id : old_roots) {
@@ -326,8 +335,10 @@ void Filesystem::charge_exchanged(const InodePtr& parent, const std::string& nam
 
   // General case: detach both subtrees from where they were, then attach
   // both where they are now.
-  auto entries_first = walk_subtree(fd_of(new_parent), new_name);
-  auto entries_second = walk_subtree(fd_of(parent), name);
+  NodeFd new_parent_fd = node_fd(new_parent);
+  NodeFd parent_fd = node_fd(parent);
+  auto entries_first = new_parent_fd ? walk_subtree(new_parent_fd.get(), new_name) : std::vector<SubtreeEntry>{};
+  auto entries_second = parent_fd ? walk_subtree(parent_fd.get(), name) : std::vector<SubtreeEntry>{};
   std::vector<index::ArtifactId> roots;
   auto before_first = owners_in(*parent, name, entries_first, false, roots);
   auto before_second = owners_in(*new_parent, new_name, entries_second, false, roots);

@@ -240,12 +240,11 @@ quota::EvictOutcome Filesystem::evict(index::ArtifactId id, index::Usage& freed,
       std::lock_guard lock(inodes_.mutex());
       if (inode->artifact != live) continue;
     }
-    std::lock_guard lock(inode->mutex);
-    inode->gone = true;
-    if (inode->fd >= 0) {
-      close(inode->fd);
-      inode->fd = -1;
+    {
+      std::lock_guard lock(inode->mutex);
+      inode->gone = true;
     }
+    inodes_.close_fd(*inode);  // or when the operation using it ends
   }
   artifacts_.erase(id);
   // The kernel may know the entry (and have the parent's listing cached)

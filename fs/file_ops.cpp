@@ -82,7 +82,7 @@ int Filesystem::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   handle->inode = inode;
   record_use(held.lease);
   handle->lease = std::move(held.lease);
-  if (flags & O_TRUNC) recharge(inode);
+  if (flags & O_TRUNC) recharge(inode, fd);
 
   // Every change to the data goes through this mount, so the kernel's page
   // cache stays valid across opens.
@@ -140,7 +140,7 @@ int Filesystem::create(fuse_req_t req, fuse_ino_t parent_ino, const char* name, 
     close(fd);
     return err ? err : ENOENT;  // the name went away meanwhile
   }
-  if (!created && (flags & O_TRUNC)) recharge(inode);
+  if (!created && (flags & O_TRUNC)) recharge(inode, fd);
   ns.unlock();
 
   auto handle = std::make_unique<Handle>();
@@ -182,7 +182,7 @@ int Filesystem::write_buf(fuse_req_t req, fuse_ino_t, fuse_bufvec* in, off_t off
     in->off = 0;
   }
   if (written < 0) return static_cast<int>(-written);
-  recharge(handle->inode);
+  recharge(handle->inode, handle->fd);
   fuse_reply_write(req, static_cast<size_t>(written));
   return 0;
 }
@@ -199,7 +199,7 @@ int Filesystem::flush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
 
 int Filesystem::release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
   std::unique_ptr<Handle> handle(Handle::of(fi));
-  if (handle->writable) recharge(handle->inode);
+  if (handle->writable) recharge(handle->inode, handle->fd);
   close(handle->fd);
   handle.reset();  // drops the lease before the reply: the artifact may now be evicted
   fuse_reply_err(req, 0);
@@ -220,7 +220,7 @@ int Filesystem::fallocate(fuse_req_t req, fuse_ino_t, int mode, off_t offset, of
     rc = ::fallocate(handle->fd, mode, offset, length);
   }
   if (rc != 0) return errno;
-  recharge(handle->inode);
+  recharge(handle->inode, handle->fd);
   fuse_reply_err(req, 0);
   return 0;
 }

@@ -50,7 +50,9 @@ class Notifier;
 
 class Filesystem final : public quota::Evictor {
  public:
-  Filesystem(int data_fd, Trash& trash, Notifier& notifier, index::Index& index, const config::Config& config);
+  // Keeps at most `max_open_nodes` backing descriptors of inodes.
+  Filesystem(int data_fd, Trash& trash, Notifier& notifier, index::Index& index, const config::Config& config,
+             std::size_t max_open_nodes);
   ~Filesystem();
 
   void set_quota(quota::QuotaManager* quota) { quota_ = quota; }
@@ -111,6 +113,7 @@ class Filesystem final : public quota::Evictor {
   struct Held {
     InodePtr inode;
     Lease lease;
+    NodeFd pinned;  // keeps `fd` open until the operation is over
     int fd = -1;
   };
   int hold(fuse_ino_t ino, Held& out);  // errno, or 0
@@ -124,7 +127,9 @@ class Filesystem final : public quota::Evictor {
 
   // --- inode helpers (inode_ops.cpp) -------------------------------------------
   InodePtr inode_of(fuse_ino_t ino) const;  // nullptr: ESTALE
-  int fd_of(const InodePtr& inode) const;   // -1 if dormant or evicted
+  // The inode's backing descriptor, pinned (see DESCRIPTORS in inode.hpp);
+  // empty with errno ENOENT or ESTALE if it cannot be had.
+  NodeFd node_fd(const InodePtr& inode) { return inodes_.open(inode); }
   // Looks `name` up in `parent` on the backing tree and registers it.
   // Returns an errno, or 0 with `e` filled in.
   int do_lookup(const InodePtr& parent, const std::string& name, fuse_entry_param& e, InodePtr* out = nullptr);
@@ -138,7 +143,8 @@ class Filesystem final : public quota::Evictor {
   // --- accounting (accounting.cpp) -------------------------------------------
   // Re-stats `inode` and charges the difference from what the index counts
   // to every artifact that contains it, and to the totals.
-  void recharge(const InodePtr& inode);
+  // `open_fd`: a descriptor of the inode the caller has open, if any.
+  void recharge(const InodePtr& inode, int open_fd = -1);
   // The usage the index counts for the inode `st` describes: what was last
   // charged for it if it is in the table, else its lstat.
   index::Usage indexed_usage(const struct stat& st) const;

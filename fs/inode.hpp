@@ -1,14 +1,30 @@
-// Inodes the kernel knows (or knew), and the table that maps FUSE node ids to
-// them.
+// Inodes the kernel knows (or knew), the table that maps FUSE node ids to
+// them, and the bounded cache of their backing descriptors.
 //
 // CONCURRENCY MODEL
 // FUSE worker threads, the flush thread and the quota thread all use the
 // table. `InodeTable::mutex_` guards the map and every Inode's naming fields
-// (nlookup, parent, name, depth, artifact, role). `Inode::mutex` guards the
-// backing fd and the accounted usage. Lock order: InodeTable::mutex_ before
-// Inode::mutex; neither is held across a fuse_reply_* call or an index
-// write. Callers hold Inode objects by shared_ptr, so a concurrent forget
-// never frees an inode under an operation.
+// (nlookup, parent, name, depth, artifact, role). `cache_mutex_` guards the
+// ring of inodes holding a cached descriptor. `Inode::mutex` guards the
+// cached fd, its pin count and the accounted usage. Lock order:
+// InodeTable::mutex_, then cache_mutex_, then Inode::mutex; none is held
+// across a fuse_reply_* call, an index write or a reopen. Callers hold
+// Inode objects by shared_ptr, so a concurrent forget never frees an inode
+// under an operation.
+//
+// DESCRIPTORS
+// The daemon keeps at most `fuse.max-open-nodes` O_PATH descriptors of
+// inodes, whatever the kernel caches. An operation pins the descriptor it
+// uses (NodeFd); a cache hit costs the inode's mutex and no system call.
+// Unpinned descriptors are closed by a CLOCK sweep (a recently used one gets
+// a second chance, so directories used often stay open) when the cache is
+// over its limit, and at once when the inode is forgotten, unlinked or
+// evicted (so that deleting it frees space). An inode without a descriptor
+// is opened again by its backing file handle (open_by_handle_at) when the
+// daemon has CAP_DAC_READ_SEARCH, else through its parent chain from the
+// nearest cached ancestor, one component at a time with O_NOFOLLOW, checking
+// the inode number and type (and the file handle, which carries the
+// generation) of what it finds.
 //
 // A node id is the backing inode number when that is free (so ids, like
 // st_ino, are stable across remounts), else one from a private range: when
@@ -27,6 +43,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <cstring>
 #include <deque>
 #include <functional>
 #include <memory>
@@ -51,6 +68,20 @@ enum class Role {
   member,     // inside an artifact
 };
 
+// The backing filesystem's file handle of an inode (name_to_handle_at):
+// identifies it for the inode's whole life, generation included.
+struct BackingHandle {
+  static constexpr unsigned kMaxBytes = 40;  // ext4 and tmpfs use 8, xfs up to 24, btrfs up to 40
+  unsigned size = 0;                         // 0: none (too large, or not supported)
+  int type = 0;
+  unsigned char bytes[kMaxBytes]{};
+  bool operator==(const BackingHandle& o) const {
+    return size == o.size && type == o.type && std::memcmp(bytes, o.bytes, size) == 0;
+  }
+};
+// The handle of the inode open as `fd`; size 0 if the filesystem has none.
+BackingHandle handle_of(int fd);
+
 struct Inode {
   Inode(std::uint64_t node, ino_t backing_ino, mode_t type) : node(node), ino(backing_ino), type(type) {}
   const std::uint64_t node;  // FUSE node id
@@ -59,9 +90,13 @@ struct Inode {
 
   // Guarded by `mutex`.
   std::mutex mutex;
-  int fd = -1;                 // O_PATH descriptor of the backing inode; -1 when dormant or evicted
+  int fd = -1;                 // cached O_PATH descriptor, -1 if none (see DESCRIPTORS)
+  int fd_pins = 0;             // NodeFds using `fd`: it is not closed while pinned
+  bool in_ring = false;        // listed in the table's ring of cached descriptors
+  BackingHandle handle;        // set when first looked up
   index::Usage accounted;      // this inode's usage as the index currently counts it
   bool gone = false;           // unlinked everywhere, or its artifact was evicted
+  std::atomic<bool> fd_recent{false};  // used since the CLOCK hand last passed
 
   // Guarded by InodeTable::mutex_.
   std::uint64_t nlookup = 0;
@@ -78,12 +113,37 @@ struct Inode {
 
 using InodePtr = std::shared_ptr<Inode>;
 
+class InodeTable;
+
+// A pinned backing descriptor of an inode, valid while this object lives.
+class NodeFd {
+ public:
+  NodeFd() = default;
+  NodeFd(NodeFd&& other) noexcept { *this = std::move(other); }
+  NodeFd& operator=(NodeFd&& other) noexcept;
+  NodeFd(const NodeFd&) = delete;
+  NodeFd& operator=(const NodeFd&) = delete;
+  ~NodeFd() { release(); }
+
+  int get() const { return fd_; }
+  explicit operator bool() const { return fd_ >= 0; }
+
+ private:
+  friend class InodeTable;
+  void release();
+  InodeTable* table_ = nullptr;
+  InodePtr inode_;
+  int fd_ = -1;
+};
+
 inline constexpr std::size_t kMaxDormant = 1u << 18;
 
 class InodeTable {
  public:
   // Takes ownership of root_fd (an O_PATH descriptor of the data root).
-  InodeTable(int root_fd, ino_t root_ino);
+  // Keeps at most `max_open` other descriptors; `mount_fd` is any
+  // descriptor on the backing filesystem, for open_by_handle_at.
+  InodeTable(int root_fd, ino_t root_ino, std::size_t max_open, int mount_fd);
   ~InodeTable();
 
   ino_t root_ino() const { return root_->ino; }
@@ -105,6 +165,19 @@ class InodeTable {
   // Decrements nlookup; closes the fd of an inode nobody references.
   void forget(std::uint64_t node_id, std::uint64_t nlookup);
 
+  // The inode's backing descriptor, pinned: from the cache, else opened
+  // again (see DESCRIPTORS). Empty with errno set (ENOENT: gone; ESTALE: not
+  // found where it was) if it cannot be had.
+  NodeFd open(const InodePtr& inode);
+  // Closes the inode's cached descriptor now, or when its last pin goes
+  // (after an eviction or an unlink, so that deletion frees space).
+  void close_fd(Inode& inode);
+  // Descriptors cached now (the root's not counted), and the limit.
+  std::size_t open_descriptors() const { return open_count_.load(std::memory_order_relaxed); }
+  std::size_t max_open_descriptors() const { return max_open_; }
+  // Whether inodes are opened again by file handle (CAP_DAC_READ_SEARCH).
+  bool reopens_by_handle() const { return by_handle_; }
+
   // Where an inode was last seen: its parent directory (nullptr if unknown)
   // and its name there (empty once that name was removed).
   std::pair<InodePtr, std::string> place_of(const Inode& inode) const;
@@ -117,8 +190,8 @@ class InodeTable {
   void renamed(ino_t ino, ino_t new_parent, const std::string& new_name);
   void unlinked(ino_t parent, const std::string& name, ino_t child);
 
-  // Reopens a dormant inode from its parent chain (NFS lookups of "." after
-  // the kernel forgot it). Returns nullptr if it no longer exists there.
+  // The inode for a node id handed out earlier, also a dormant one (NFS
+  // lookups of "." after the kernel forgot it), if it can still be opened.
   InodePtr revive(std::uint64_t node_id);
 
   // Inodes whose parent chain passes through `dir` (dir included).
@@ -131,8 +204,19 @@ class InodeTable {
   std::mutex& mutex() const { return mutex_; }
 
  private:
-  InodePtr revive_locked(const InodePtr& inode, int depth_guard);
+  friend class NodeFd;
   std::optional<std::string> path_of_locked(const Inode& inode) const;
+  // Pins the cached descriptor; -1 if there is none.
+  int pin_cached(Inode& inode);
+  void unpin(Inode& inode);
+  int reopen(const InodePtr& inode);
+  int reopen_through_parents(const InodePtr& inode);
+  // Caches `fd` for `inode` (or closes it if another thread was first) and
+  // pins it; sweeps the ring if the cache is over its limit.
+  int adopt_fd(const InodePtr& inode, int fd);
+  void sweep_locked();       // cache_mutex_ held
+  void prune_ring_locked();  // cache_mutex_ held
+  void close_unpinned_locked(Inode& inode);  // Inode::mutex held
   std::uint64_t new_node_id_locked(ino_t backing_ino);
   void erase_locked(const InodePtr& inode);
 
@@ -144,6 +228,14 @@ class InodeTable {
   // popped). Bounds the memory kept for NFS handles of forgotten inodes.
   std::deque<std::uint64_t> dormant_;
   InodePtr root_;
+
+  const std::size_t max_open_;
+  const int mount_fd_;
+  bool by_handle_ = false;
+  std::atomic<std::size_t> open_count_{0};
+  std::mutex cache_mutex_;           // see CONCURRENCY MODEL
+  std::vector<InodePtr> ring_;       // inodes that may hold a cached descriptor
+  std::size_t hand_ = 0;             // the CLOCK hand: next index of ring_ to look at
 };
 
 }  // namespace artifactfs::fs

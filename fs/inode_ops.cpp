@@ -37,13 +37,13 @@ ino_t stat_ino(int fd) {
 }  // namespace
 
 Filesystem::Filesystem(int data_fd, Trash& trash, Notifier& notifier, index::Index& index,
-                       const config::Config& config)
+                       const config::Config& config, std::size_t max_open_nodes)
     : data_fd_(data_fd),
       trash_(trash),
       notifier_(notifier),
       index_(index),
       config_(config),
-      inodes_(open_path_fd(data_fd, "."), stat_ino(data_fd)),
+      inodes_(open_path_fd(data_fd, "."), stat_ino(data_fd), max_open_nodes, data_fd),
       entry_timeout_(std::chrono::duration<double>(config.fuse.entry_timeout).count()),
       attr_timeout_(std::chrono::duration<double>(config.fuse.attr_timeout).count()) {}
 
@@ -53,10 +53,6 @@ std::string Filesystem::proc_path(int fd) const { return "/proc/self/fd/" + std:
 
 InodePtr Filesystem::inode_of(fuse_ino_t ino) const { return inodes_.find(ino); }
 
-int Filesystem::fd_of(const InodePtr& inode) const {
-  std::lock_guard lock(inode->mutex);
-  return inode->fd;
-}
 
 bool Filesystem::is_kept_name(const std::string& name) const {
   for (const auto& glob : config_.layout.keep) {
@@ -107,8 +103,9 @@ void Filesystem::fill_attr(const Inode& inode, struct stat& st) const {
 int Filesystem::do_lookup(const InodePtr& parent, const std::string& name, fuse_entry_param& e, InodePtr* out) {
   std::memset(&e, 0, sizeof e);
   if (name.size() > NAME_MAX) return ENAMETOOLONG;
-  int parent_fd = fd_of(parent);
-  if (parent_fd < 0) return ESTALE;
+  NodeFd pinned_parent = node_fd(parent);
+  if (!pinned_parent) return errno == ENOENT ? ENOENT : ESTALE;
+  const int parent_fd = pinned_parent.get();
 
   Role role = role_of_child(*parent, name);
   std::optional<index::ArtifactId> artifact_id;
@@ -125,8 +122,9 @@ int Filesystem::do_lookup(const InodePtr& parent, const std::string& name, fuse_
       static std::atomic<std::int64_t> last_warning{0};
       std::int64_t now = now_ns();
       if (now - last_warning.exchange(now) > 60'000'000'000) {
-        spdlog::warn("out of file descriptors (one is kept per inode the kernel caches): raise the limit "
-                     "(systemd: LimitNOFILE=1048576) or lower the kernel's cache (echo 2 > /proc/sys/vm/drop_caches)");
+        spdlog::warn("out of file descriptors: open files and directories of clients use one each beside the "
+                     "inode cache (fuse.max-open-nodes); raise the limit (systemd: LimitNOFILE=1048576) or lower "
+                     "fuse.max-open-nodes");
       }
     }
     if (err == ENOENT) {
@@ -190,8 +188,9 @@ int Filesystem::lookup(fuse_req_t req, fuse_ino_t parent_ino, const char* name) 
     // Asked by the kernel for NFS file handles after it forgot the inode.
     InodePtr self = inodes_.revive(parent_ino);
     if (!self) return ESTALE;
-    int fd = fd_of(self);
-    if (fd < 0) return ESTALE;
+    NodeFd pinned = node_fd(self);
+    if (!pinned) return ESTALE;
+    const int fd = pinned.get();
     struct stat st;
     if (n == "." || self->role == Role::root) {
       // "." works for files too; the root is its own parent.
@@ -232,10 +231,10 @@ void Filesystem::forget(fuse_ino_t ino, std::uint64_t nlookup) { inodes_.forget(
 int Filesystem::getattr(fuse_req_t req, fuse_ino_t ino) {
   InodePtr inode = inode_of(ino);
   if (!inode) return ESTALE;
-  int fd = fd_of(inode);
-  if (fd < 0) return ENOENT;
+  NodeFd fd = node_fd(inode);
+  if (!fd) return errno == ESTALE ? ESTALE : ENOENT;
   struct stat st;
-  if (fstat(fd, &st) != 0) return errno;
+  if (fstat(fd.get(), &st) != 0) return errno;
   fill_attr(*inode, st);
   fuse_reply_attr(req, &st, attr_timeout_);
   return 0;
@@ -287,7 +286,9 @@ int Filesystem::setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int t
       // A symlink cannot be reopened through /proc; name it in its parent.
       auto [parent, name] = inodes_.place_of(*inode);
       if (!parent || name.empty()) return ESTALE;
-      rc = utimensat(fd_of(parent), name.c_str(), tv, AT_SYMLINK_NOFOLLOW);
+      NodeFd parent_fd = node_fd(parent);
+      if (!parent_fd) return ESTALE;
+      rc = utimensat(parent_fd.get(), name.c_str(), tv, AT_SYMLINK_NOFOLLOW);
     } else {
       rc = utimensat(AT_FDCWD, path.c_str(), tv, 0);
     }
@@ -305,10 +306,10 @@ int Filesystem::setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int t
 int Filesystem::readlink(fuse_req_t req, fuse_ino_t ino) {
   InodePtr inode = inode_of(ino);
   if (!inode) return ESTALE;
-  int fd = fd_of(inode);
-  if (fd < 0) return ENOENT;
+  NodeFd fd = node_fd(inode);
+  if (!fd) return errno == ESTALE ? ESTALE : ENOENT;
   char buf[PATH_MAX + 1];
-  ssize_t n = readlinkat(fd, "", buf, sizeof buf);
+  ssize_t n = readlinkat(fd.get(), "", buf, sizeof buf);
   if (n < 0) return errno;
   if (n >= static_cast<ssize_t>(sizeof buf)) return ENAMETOOLONG;
   buf[n] = '\0';

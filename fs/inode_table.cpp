@@ -2,7 +2,10 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstring>
+#include <utility>
 
 #include "fs/usage.hpp"
 #include "fs/inode.hpp"
@@ -13,11 +16,44 @@ namespace {
 constexpr std::uint64_t kRootNodeId = 1;  // FUSE_ROOT_ID
 }  // namespace
 
-InodeTable::InodeTable(int root_fd, ino_t root_ino) {
+BackingHandle handle_of(int fd) {
+  BackingHandle out;
+  struct {
+    file_handle header;
+    unsigned char bytes[BackingHandle::kMaxBytes];
+  } buf;
+  buf.header.handle_bytes = BackingHandle::kMaxBytes;
+  int mount_id = 0;
+  if (name_to_handle_at(fd, "", &buf.header, &mount_id, AT_EMPTY_PATH) != 0) return out;
+  out.size = buf.header.handle_bytes;
+  out.type = buf.header.handle_type;
+  std::memcpy(out.bytes, buf.header.f_handle, out.size);
+  return out;
+}
+
+namespace {
+
+int open_by_backing_handle(int mount_fd, const BackingHandle& handle) {
+  struct {
+    file_handle header;
+    unsigned char bytes[BackingHandle::kMaxBytes];
+  } buf;
+  buf.header.handle_bytes = handle.size;
+  buf.header.handle_type = handle.type;
+  std::memcpy(buf.header.f_handle, handle.bytes, handle.size);
+  return open_by_handle_at(mount_fd, &buf.header, O_PATH | O_CLOEXEC);
+}
+
+}  // namespace
+
+InodeTable::InodeTable(int root_fd, ino_t root_ino, std::size_t max_open, int mount_fd)
+    : max_open_(std::max<std::size_t>(max_open, 16)), mount_fd_(mount_fd) {
   root_ = std::make_shared<Inode>(kRootNodeId, root_ino, S_IFDIR);
   root_->fd = root_fd;
+  root_->fd_pins = 1;  // never closed by the cache
   root_->nlookup = 1;  // the kernel never forgets the root
   root_->role = Role::root;
+  root_->handle = handle_of(root_fd);
   struct stat st;
   if (fstat(root_fd, &st) == 0) {
     root_->accounted = usage_of(st);
@@ -25,12 +61,244 @@ InodeTable::InodeTable(int root_fd, ino_t root_ino) {
   }
   by_node_.emplace(kRootNodeId, root_);
   by_backing_.emplace(root_ino, root_);
+  // Reopening by handle needs CAP_DAC_READ_SEARCH: try it once on the root.
+  if (root_->handle.size > 0) {
+    int fd = open_by_backing_handle(mount_fd_, root_->handle);
+    if (fd >= 0) {
+      by_handle_ = true;
+      close(fd);
+    }
+  }
 }
 
 InodeTable::~InodeTable() {
   for (auto& [node, inode] : by_node_) {
     if (inode->fd >= 0) close(inode->fd);
   }
+}
+
+// --- the descriptor cache ------------------------------------------------------
+
+NodeFd& NodeFd::operator=(NodeFd&& other) noexcept {
+  if (this != &other) {
+    release();
+    table_ = std::exchange(other.table_, nullptr);
+    inode_ = std::move(other.inode_);
+    fd_ = std::exchange(other.fd_, -1);
+  }
+  return *this;
+}
+
+void NodeFd::release() {
+  if (inode_ && table_) table_->unpin(*inode_);
+  inode_.reset();
+  table_ = nullptr;
+  fd_ = -1;
+}
+
+int InodeTable::pin_cached(Inode& inode) {
+  std::lock_guard lock(inode.mutex);
+  if (inode.fd < 0) return -1;
+  ++inode.fd_pins;
+  inode.fd_recent.store(true, std::memory_order_relaxed);
+  return inode.fd;
+}
+
+void InodeTable::unpin(Inode& inode) {
+  std::lock_guard lock(inode.mutex);
+  --inode.fd_pins;
+  if (inode.gone) close_unpinned_locked(inode);
+}
+
+void InodeTable::close_unpinned_locked(Inode& inode) {
+  if (inode.fd < 0 || inode.fd_pins > 0 || &inode == root_.get()) return;
+  close(inode.fd);
+  inode.fd = -1;
+  open_count_.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void InodeTable::close_fd(Inode& inode) {
+  std::lock_guard lock(inode.mutex);
+  close_unpinned_locked(inode);
+}
+
+NodeFd InodeTable::open(const InodePtr& inode) {
+  NodeFd out;
+  {
+    std::lock_guard lock(inode->mutex);
+    if (inode->gone) {
+      errno = ENOENT;
+      return out;
+    }
+  }
+  int fd = pin_cached(*inode);
+  if (fd < 0) {
+    int fresh = reopen(inode);
+    if (fresh < 0) return out;
+    fd = adopt_fd(inode, fresh);
+    if (fd < 0) return out;
+  }
+  out.table_ = this;
+  out.inode_ = inode;
+  out.fd_ = fd;
+  return out;
+}
+
+int InodeTable::adopt_fd(const InodePtr& inode, int fd) {
+  bool listed;
+  {
+    std::lock_guard lock(inode->mutex);
+    if (inode->gone) {
+      close(fd);
+      errno = ENOENT;
+      return -1;
+    }
+    if (inode->fd >= 0) {
+      close(fd);  // another thread opened it meanwhile
+    } else {
+      inode->fd = fd;
+      open_count_.fetch_add(1, std::memory_order_relaxed);
+    }
+    ++inode->fd_pins;
+    inode->fd_recent.store(true, std::memory_order_relaxed);
+    listed = std::exchange(inode->in_ring, true);
+    fd = inode->fd;
+  }
+  if (!listed || open_count_.load(std::memory_order_relaxed) > max_open_) {
+    std::lock_guard lock(cache_mutex_);
+    if (!listed) ring_.push_back(inode);
+    if (open_count_.load(std::memory_order_relaxed) > max_open_) sweep_locked();
+    if (ring_.size() > 2 * open_count_.load(std::memory_order_relaxed) + 1024) prune_ring_locked();
+  }
+  return fd;
+}
+
+void InodeTable::sweep_locked() {
+  // CLOCK: a descriptor used since the hand last passed gets a second
+  // chance; pinned ones are skipped; entries without a descriptor leave the
+  // ring. Two turns at most: everything may be pinned.
+  std::size_t steps = 2 * ring_.size() + 1;
+  while (open_count_.load(std::memory_order_relaxed) > max_open_ && !ring_.empty() && steps-- > 0) {
+    if (hand_ >= ring_.size()) hand_ = 0;
+    Inode& inode = *ring_[hand_];
+    bool drop;
+    {
+      std::lock_guard lock(inode.mutex);
+      if (inode.fd >= 0 && inode.fd_pins == 0 && !inode.fd_recent.exchange(false, std::memory_order_relaxed)) {
+        close_unpinned_locked(inode);
+      }
+      drop = inode.fd < 0;
+      if (drop) inode.in_ring = false;
+    }
+    if (drop) {
+      ring_[hand_] = std::move(ring_.back());
+      ring_.pop_back();
+    } else {
+      ++hand_;
+    }
+  }
+}
+
+void InodeTable::prune_ring_locked() {
+  // Entries whose descriptor was closed at forget or eviction (not by the
+  // hand) would keep their inodes alive: drop them all once they are as many
+  // as the live ones (amortised O(1) per insertion).
+  std::erase_if(ring_, [](const InodePtr& inode) {
+    std::lock_guard lock(inode->mutex);
+    if (inode->fd >= 0) return false;
+    inode->in_ring = false;
+    return true;
+  });
+  hand_ = 0;
+}
+
+int InodeTable::reopen(const InodePtr& inode) {
+  if (by_handle_) {
+    BackingHandle handle;
+    {
+      std::lock_guard lock(inode->mutex);
+      handle = inode->handle;
+    }
+    if (handle.size > 0) {
+      int fd = open_by_backing_handle(mount_fd_, handle);
+      if (fd >= 0) return fd;
+      if (errno == ESTALE || errno == ENOENT) {
+        errno = ESTALE;  // deleted: the handle names no inode now
+        return -1;
+      }
+    }
+  }
+  return reopen_through_parents(inode);
+}
+
+int InodeTable::reopen_through_parents(const InodePtr& inode) {
+  // The chain of names from the nearest ancestor with a cached descriptor
+  // down to `inode`, then opened downwards one component at a time. No
+  // recursion: a 30,000-level tree is a long chain, not a deep stack.
+  std::vector<std::pair<InodePtr, std::string>> chain;  // (inode, its name), deepest first
+  NodeFd top;
+  {
+    InodePtr at = inode;
+    for (;;) {
+      InodePtr parent;
+      std::string name;
+      {
+        std::lock_guard lock(mutex_);
+        if (at->name.empty()) break;
+        auto it = by_backing_.find(at->parent);
+        if (it == by_backing_.end()) break;
+        parent = it->second;
+        name = at->name;
+      }
+      chain.emplace_back(at, std::move(name));
+      int fd = pin_cached(*parent);
+      if (fd >= 0) {
+        top.table_ = this;
+        top.inode_ = parent;
+        top.fd_ = fd;
+        break;
+      }
+      if (chain.size() > (1u << 20)) break;
+      at = parent;
+    }
+  }
+  if (!top) {
+    errno = ESTALE;  // no known place: removed, or never looked up by name
+    return -1;
+  }
+  for (auto it = chain.rbegin(); it != chain.rend(); ++it) {
+    const auto& [node, name] = *it;
+    int fd = openat(top.get(), name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+      errno = ESTALE;
+      return -1;
+    }
+    struct stat st;
+    BackingHandle handle;
+    {
+      std::lock_guard lock(node->mutex);
+      handle = node->handle;
+    }
+    // Not the inode we knew there (renamed away, deleted, number reused):
+    // never hand out something else.
+    bool same = fstat(fd, &st) == 0 && st.st_ino == node->ino && (st.st_mode & S_IFMT) == node->type &&
+                (handle.size == 0 || handle_of(fd) == handle);
+    if (!same) {
+      close(fd);
+      errno = ESTALE;
+      return -1;
+    }
+    if (node == inode) return fd;
+    int cached = adopt_fd(node, fd);  // directories on the way stay cached
+    if (cached < 0) return -1;
+    NodeFd next;
+    next.table_ = this;
+    next.inode_ = node;
+    next.fd_ = cached;
+    top = std::move(next);
+  }
+  errno = ESTALE;
+  return -1;
 }
 
 std::uint64_t InodeTable::new_node_id_locked(ino_t backing) {
@@ -83,13 +351,15 @@ InodePtr InodeTable::remember(const InodePtr& parent, const std::string& name, c
   inode->nlookup++;
   lock.unlock();
 
-  std::lock_guard ilock(inode->mutex);
-  if (inode->fd < 0 && !inode->gone) {
-    inode->fd = fd;
-    fd = -1;
+  if (fresh) {
+    BackingHandle handle = handle_of(fd);
+    std::lock_guard ilock(inode->mutex);
+    inode->handle = handle;
     inode->accounted = usage_of(st);
   }
-  if (fd >= 0) close(fd);
+  // The lookup's descriptor goes into the cache (the inode is about to be
+  // used), unpinned at once.
+  if (adopt_fd(inode, fd) >= 0) unpin(*inode);
   return inode;
 }
 
@@ -118,11 +388,9 @@ void InodeTable::forget(std::uint64_t node, std::uint64_t n) {
       }
     }
   }
-  std::lock_guard ilock(dormant->mutex);
-  if (dormant->fd >= 0) {
-    close(dormant->fd);
-    dormant->fd = -1;
-  }
+  // Forgotten by the kernel: its descriptor goes now (an unlinked file's
+  // space is freed), not when the cache needs room.
+  close_fd(*dormant);
 }
 
 std::pair<InodePtr, std::string> InodeTable::place_of(const Inode& inode) const {
@@ -175,44 +443,14 @@ void InodeTable::unlinked(ino_t parent, const std::string& name, ino_t child) {
 }
 
 InodePtr InodeTable::revive(std::uint64_t node) {
-  std::lock_guard lock(mutex_);
-  auto it = by_node_.find(node);
-  if (it == by_node_.end()) return nullptr;
-  return revive_locked(it->second, 0);
-}
-
-InodePtr InodeTable::revive_locked(const InodePtr& inode, int depth_guard) {
-  if (depth_guard > 4096) return nullptr;
+  InodePtr inode;
   {
-    std::lock_guard ilock(inode->mutex);
-    if (inode->gone) return nullptr;
-    if (inode->fd >= 0) return inode;
+    std::lock_guard lock(mutex_);
+    auto it = by_node_.find(node);
+    if (it == by_node_.end()) return nullptr;
+    inode = it->second;
   }
-  if (inode->name.empty()) return nullptr;
-  auto pit = by_backing_.find(inode->parent);
-  if (pit == by_backing_.end()) return nullptr;
-  InodePtr parent = revive_locked(pit->second, depth_guard + 1);
-  if (!parent) return nullptr;
-  int parent_fd;
-  {
-    std::lock_guard plock(parent->mutex);
-    parent_fd = parent->fd;
-  }
-  if (parent_fd < 0) return nullptr;
-  int fd = openat(parent_fd, inode->name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0) return nullptr;
-  struct stat st;
-  if (fstat(fd, &st) != 0 || st.st_ino != inode->ino) {
-    close(fd);
-    return nullptr;
-  }
-  std::lock_guard ilock(inode->mutex);
-  if (inode->fd >= 0) {
-    close(fd);
-  } else {
-    inode->fd = fd;
-  }
-  return inode;
+  return open(inode) ? inode : nullptr;
 }
 
 std::vector<InodePtr> InodeTable::subtree(ino_t dir) const {

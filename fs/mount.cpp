@@ -61,8 +61,8 @@ void log_to_syslog() {
   spdlog::set_level(level);
 }
 
-// The daemon keeps a descriptor on every inode the kernel holds (see
-// inode.hpp): take as many descriptors as the system allows.
+// Descriptors of open files and directories come on top of the bounded
+// cache of inode descriptors (inode.hpp): take as many as the system allows.
 rlim_t raise_descriptor_limit() {
   struct rlimit limit;
   if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return 0;
@@ -167,7 +167,15 @@ int run_mount(const MountRequest& request) {
 
     Trash trash(open_dir(store.trash_dir()), *index);
     Notifier notifier;
-    Filesystem filesystem(data_fd, trash, notifier, *index, config);
+    // The inode cache may use half the descriptors: open files, directory
+    // handles, the index and libfuse need the rest.
+    std::size_t max_open_nodes = static_cast<std::size_t>(config.fuse.max_open_nodes);
+    if (descriptors > 0 && max_open_nodes > descriptors / 2) {
+      spdlog::warn("fuse.max-open-nodes {} is more than half the descriptor limit {}; using {}", max_open_nodes,
+                   descriptors, descriptors / 2);
+      max_open_nodes = descriptors / 2;
+    }
+    Filesystem filesystem(data_fd, trash, notifier, *index, config, max_open_nodes);
     quota::QuotaManager quota(*index, filesystem, config.quota);
     filesystem.set_quota(&quota);
     filesystem.set_status_provider([&quota] { return quota.status(); });
@@ -201,11 +209,11 @@ int run_mount(const MountRequest& request) {
     spdlog::info("mounted {} on {}: {} artifacts, {} bytes on disk; layout depth {}, {} thread(s), quota {}",
                  store.root().string(), request.mountpoint.string(), totals.artifact_count, totals.usage.disk_bytes,
                  config.layout.depth, config.fuse.threads, quota.describe());
-    if (descriptors < 65536) {
-      spdlog::warn("only {} file descriptors: the kernel can cache more inodes than that, and lookups then fail "
-                   "with EMFILE; raise the hard limit (systemd: LimitNOFILE=1048576, shell: ulimit -Hn)",
-                   descriptors);
-    }
+    spdlog::info("keeping at most {} inode descriptors (limit {}); inodes without one are reopened {}",
+                 filesystem.inodes().max_open_descriptors(), descriptors,
+                 filesystem.inodes().reopens_by_handle()
+                     ? "by file handle"
+                     : "through their parent directories (no CAP_DAC_READ_SEARCH for file handles)");
     int rc;
     {
       index::FlushThread flusher(*index, config.index.flush_interval,

@@ -29,8 +29,10 @@ int Filesystem::hold(fuse_ino_t ino, Held& out) {
   if (!out.inode) return ESTALE;
   out.lease = lease_for(*out.inode);
   if (!out.lease.valid()) return ENOENT;  // its artifact was evicted
-  out.fd = fd_of(out.inode);
-  return out.fd < 0 ? ENOENT : 0;
+  out.pinned = node_fd(out.inode);
+  if (!out.pinned) return errno == ESTALE ? ESTALE : ENOENT;
+  out.fd = out.pinned.get();
+  return 0;
 }
 
 int Filesystem::remove_name(fuse_req_t req, fuse_ino_t parent_ino, const char* name, int flags) {

@@ -99,10 +99,10 @@ int Filesystem::getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_
     }
     return ENODATA;
   }
-  int fd = fd_of(inode);
-  if (fd < 0) return ENOENT;
   if (S_ISLNK(inode->type)) return ENODATA;
-  std::string path = proc_path(fd);
+  NodeFd fd = node_fd(inode);
+  if (!fd) return errno == ESTALE ? ESTALE : ENOENT;
+  std::string path = proc_path(fd.get());
   std::vector<char> buf(size);
   ssize_t n = ::getxattr(path.c_str(), name, size ? buf.data() : nullptr, size);
   if (n < 0) return errno;
@@ -114,11 +114,11 @@ int Filesystem::getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_
 int Filesystem::listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
   InodePtr inode = inode_of(ino);
   if (!inode) return ESTALE;
-  int fd = fd_of(inode);
-  if (fd < 0) return ENOENT;
+  NodeFd fd = node_fd(inode);
+  if (!fd) return errno == ESTALE ? ESTALE : ENOENT;
   std::string names;
   if (!S_ISLNK(inode->type)) {
-    std::string path = proc_path(fd);
+    std::string path = proc_path(fd.get());
     ssize_t n = ::listxattr(path.c_str(), nullptr, 0);
     if (n < 0 && errno != ENOTSUP) return errno;
     if (n > 0) {

@@ -164,7 +164,10 @@ class Mount:
 
     # ---- command line ----------------------------------------------------
     def argv(self, extra: list[str] | None = None) -> list[str]:
-        argv = [artifactfs_bin(), "mount", str(self.store), str(self.mnt), "-f"]
+        # A prefix for every daemon of a run, e.g. without the capability to
+        # open by file handle: ARTIFACTFS_TEST_WRAP="setpriv --bounding-set=-dac_read_search --".
+        argv = os.environ.get("ARTIFACTFS_TEST_WRAP", "").split()
+        argv += [artifactfs_bin(), "mount", str(self.store), str(self.mnt), "-f"]
         if self.config:
             argv += ["-c", str(self.config)]
         if self.fuse_opts:
@@ -174,6 +177,9 @@ class Mount:
             sets.append(f"layout.depth={self.depth}")
         if self.keep is not None:
             sets.append("layout.keep=[" + ", ".join(f"'{k}'" for k in self.keep) + "]")
+        # Settings for every mount of a run (e.g. the whole suite with a tiny
+        # descriptor cache: ARTIFACTFS_TEST_SETS="fuse.max-open-nodes=64").
+        sets += os.environ.get("ARTIFACTFS_TEST_SETS", "").split()
         sets += self.sets
         for s in sets:
             argv += ["--set", s]
