@@ -102,8 +102,13 @@ void Filesystem::recharge(const InodePtr& inode, int open_fd) {
       }
     }
     if (owners.empty()) owners.push_back(owner);
-    for (index::ArtifactId id : owners) index_.charge(id, delta);
-    index_.charge_total(delta);
+    // Changed set: the change was marked before it was made (mark_inode);
+    // this only covers what came without a mark (the owner changed under a
+    // write, st_blocks settling before a release). In memory if marked.
+    auto late = mark_late(owners);
+    std::vector<std::pair<index::ArtifactId, index::Usage>> charges;
+    for (index::ArtifactId id : owners) charges.emplace_back(id, delta);
+    index_.charge_together(charges, delta);  // one step: a flush takes all or none
   }
   for (index::ArtifactId id : owners) mark_written(id);
   if (delta.disk_bytes > 0) notify_usage_grew();
@@ -130,12 +135,14 @@ void Filesystem::ensure_record(const Inode& parent, const std::string& name, ino
 
 void Filesystem::charge_new(const Inode&, const Inode& child, const struct stat& st) {
   index::Usage usage = usage_of(st);
-  charge(owner_id(child), usage);
-  index_.charge_total(usage);
+  const index::ArtifactId owner = owner_id(child);
+  index_.charge_together({{owner, usage}}, usage);
+  mark_written(owner);
   if (usage.disk_bytes > 0) notify_usage_grew();
 }
 
 void Filesystem::charge_unlinked(const Inode& parent, const std::string& name, const struct stat& before) {
+  refresh_outside_tops(parent, name);  // changed set: the name is gone
   Role role = role_of_child(parent, name);
   index::ArtifactId owner = owner_of_child(parent, name);
   index::Usage usage = indexed_usage(before);
@@ -154,8 +161,8 @@ void Filesystem::charge_unlinked(const Inode& parent, const std::string& name, c
     index_.set_links(before.st_ino, remaining > 1 ? links : index::LinkSet{});
     if (remaining == 1) move_owner(before.st_ino, links.begin()->first);
   } else {
-    charge(owner, -usage);
-    index_.charge_total(-usage);
+    index_.charge_together({{owner, -usage}}, -usage);
+    mark_written(owner);
   }
   if (role == Role::artifact && owner != index::kOutside) {
     index_.remove_artifact(owner);
@@ -179,6 +186,7 @@ void Filesystem::move_owner(ino_t ino, index::ArtifactId owner) {
 
 void Filesystem::charge_linked(const Inode& inode, const struct stat& before, const Inode& new_parent,
                                const std::string& new_name) {
+  refresh_outside_tops(new_parent, new_name);  // changed set: a new name
   index::ArtifactId new_owner = owner_of_child(new_parent, new_name);
   index::ArtifactId old_owner = owner_id(inode);
   index::LinkSet links =
@@ -265,14 +273,18 @@ void Filesystem::move_usage(const std::vector<SubtreeEntry>& entries, const std:
       if (links[to[i]]++ == 0) charge(to[i], usage);
       index_.set_links(st.st_ino, links);
     } else {
-      charge(from[i], -usage);
-      charge(to[i], usage);
+      index_.charge_together({{from[i], -usage}, {to[i], usage}}, {});
+      mark_written(from[i]);
+      mark_written(to[i]);
     }
   }
 }
 
 void Filesystem::charge_renamed(const InodePtr& old_parent, const std::string& old_name, const InodePtr& new_parent,
                                 const std::string& new_name, const struct stat& moved) {
+  // Changed set: both names, before the fast paths return.
+  refresh_outside_tops(*old_parent, old_name);
+  refresh_outside_tops(*new_parent, new_name);
   Role from = role_of_child(*old_parent, old_name);
   Role to = role_of_child(*new_parent, new_name);
   auto old_path = child_path(*old_parent, old_name);
@@ -316,6 +328,8 @@ void Filesystem::charge_renamed(const InodePtr& old_parent, const std::string& o
 void Filesystem::charge_exchanged(const InodePtr& parent, const std::string& name, const struct stat& first,
                                   const InodePtr& new_parent, const std::string& new_name,
                                   const struct stat& second) {
+  refresh_outside_tops(*parent, name);  // changed set: both names
+  refresh_outside_tops(*new_parent, new_name);
   Role a = role_of_child(*parent, name);
   Role b = role_of_child(*new_parent, new_name);
   auto path_a = child_path(*parent, name);

@@ -75,6 +75,7 @@ int Filesystem::finish_create(const InodePtr& parent, int parent_fd, const char*
     return err;
   }
   charge_new(*parent, *inode, e.attr);
+  refresh_outside_tops(*parent, name);  // changed set
   recharge(parent);
   if (out) *out = inode;
   return 0;
@@ -179,6 +180,22 @@ quota::SpaceInfo Filesystem::backing_space() {
 
 void Filesystem::wait_for_deletions() { trash_.drain(); }
 
+std::shared_ptr<void> Filesystem::prepare(const std::vector<index::ArtifactId>& candidates) {
+  // One write for a page of candidates instead of one per eviction: evict()
+  // then finds each mark made (begin_change writes only rows not yet
+  // committed). Marking candidates that are then passed over costs only a
+  // little more work for a recovery after a crash.
+  std::vector<index::Index::ChangeKey> keys;
+  keys.reserve(candidates.size());
+  for (index::ArtifactId id : candidates) keys.push_back(index::Index::ChangeKey::artifact(id));
+  try {
+    return std::make_shared<index::Index::Change>(index_.begin_change(keys));
+  } catch (const index::IndexError& e) {
+    spdlog::debug("quota: could not mark a page of eviction candidates ({}); each eviction marks its own", e.what());
+    return {};
+  }
+}
+
 quota::EvictOutcome Filesystem::evict(index::ArtifactId id, index::Usage& freed, Need need) {
   std::unique_lock ns(namespace_mutex_);
   auto record = index_.get(id);
@@ -190,6 +207,17 @@ quota::EvictOutcome Filesystem::evict(index::ArtifactId id, index::Usage& freed,
     bool being_written = need == Need::cleanup && since_write < kWriteGrace;
     if (live->leases > 0 || being_written) return quota::EvictOutcome::in_use;
     live->evicted = true;  // from here on every lease on it fails
+  }
+  // Changed set: marked before the rename takes it out of the tree, held
+  // until its charges are made (a crash in between re-walks it).
+  index::Index::Change change;
+  try {
+    change = index_.begin_change({index::Index::ChangeKey::artifact(id)});
+  } catch (const index::IndexError& e) {
+    spdlog::error("not evicting {}: the index cannot record the change: {}", record->name, e.what());
+    std::lock_guard lock(live->mutex);
+    live->evicted = false;
+    return quota::EvictOutcome::in_use;
   }
   // The record's path is resolved beneath the data root without following
   // any symlink, and its top entry must still be the inode the record
@@ -217,8 +245,19 @@ quota::EvictOutcome Filesystem::evict(index::ArtifactId id, index::Usage& freed,
     }
     return quota::EvictOutcome::missing;
   }
-  index_.remove_artifact(id);
-  index_.charge_total(-record->usage);
+  // The record goes at once for every reader, but its LMDB delete is queued:
+  // the eviction walk commits a batch of them (with the totals and
+  // statistics charged here) in one transaction (quota/eviction_walk.hpp).
+  // A crash before that commit leaves the record of an artifact that is in
+  // the trash under a name that starts with its id: the next mount's
+  // recovery re-walks it (it is marked, see prepare()), and Trash::start()
+  // removes any such record left. The removed record carries every change
+  // charged up to now, so the totals lose exactly what the index counted.
+  if (auto removed = index_.remove_artifact_queued(id)) record->usage = removed->usage;
+  // Changed set: charged to the removed id too (its tombstone), in one step
+  // with the totals, so that the flush that commits the totals without it
+  // also brings its tombstone to zero (index.hpp, REMOVED ARTIFACTS).
+  index_.charge_together({{id, -record->usage}}, -record->usage);
   index_.count(index::Stat::evictions);
   index_.count(index::Stat::bytes_evicted, static_cast<std::uint64_t>(std::max<std::int64_t>(0, record->usage.disk_bytes)));
 
@@ -252,12 +291,23 @@ quota::EvictOutcome Filesystem::evict(index::ArtifactId id, index::Usage& freed,
   struct stat parent_st;
   InodePtr parent = fstat(parent_fd, &parent_st) == 0 ? inodes_.find_backing(parent_st.st_ino) : nullptr;
   close(parent_fd);
+  // The kernel has a dentry for the name only if it holds the inode the name
+  // led to (every LOOKUP, READDIRPLUS entry and create counts in nlookup).
+  // Most victims are long forgotten: their invalidation would only cost the
+  // notifier a round trip to be told ENOENT, once per eviction.
+  bool entry_known = true;
+  if (InodePtr top_inode = inodes_.find_backing(top.st_ino); !top_inode) {
+    entry_known = false;
+  } else {
+    std::lock_guard lock(inodes_.mutex());
+    entry_known = top_inode->nlookup > 0;
+  }
   if (root) inodes_.unlinked(parent ? parent->ino : root->parent, name, root->ino);
   ns.unlock();
 
   if (parent) {
-    notifier_.entry_gone(parent->node, name);
-    notifier_.contents_changed(parent->node);  // its cached listing
+    if (entry_known) notifier_.entry_gone(parent->node, name);
+    notifier_.contents_changed(parent->node);  // its cached listing (coalesced by the notifier)
   }
   spdlog::debug("evicted {} ({} bytes on disk)", record->name, record->usage.disk_bytes);
   freed = record->usage;

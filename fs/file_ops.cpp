@@ -66,7 +66,9 @@ int Filesystem::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 
   int flags = fi->flags & ~(O_CREAT | O_EXCL | O_NOCTTY | O_NOFOLLOW);
   int fd;
+  index::Index::Change change;  // changed set (changes.cpp): before the data changes
   if (flags & O_TRUNC) {
+    change = mark_inode(*inode);
     // Truncation changes data: the backing filesystem checks the caller too.
     AsCaller as(req);
     if (as.error()) return as.error();
@@ -106,6 +108,7 @@ int Filesystem::create(fuse_req_t req, fuse_ino_t parent_ino, const char* name, 
   if (int err = check_new_name(*parent, name)) return err;
 
   std::unique_lock ns(namespace_mutex_);
+  index::Index::Change change = mark_entry(*parent, name);  // changed set (changes.cpp)
   int flags = (fi->flags | O_CREAT) & ~(O_NOCTTY | O_NOFOLLOW);
   // Only a file this call really creates is new usage: without O_EXCL the
   // kernel may send CREATE for a name that exists.
@@ -169,6 +172,7 @@ int Filesystem::read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_fi
 
 int Filesystem::write_buf(fuse_req_t req, fuse_ino_t, fuse_bufvec* in, off_t off, fuse_file_info* fi) {
   Handle* handle = Handle::of(fi);
+  index::Index::Change change = mark_inode(*handle->inode);  // changed set (changes.cpp)
   size_t size = fuse_buf_size(in);
   ssize_t written = -1;
   for (int attempt = 0;; ++attempt) {
@@ -215,6 +219,7 @@ int Filesystem::fsync(fuse_req_t req, fuse_ino_t, int datasync, fuse_file_info* 
 
 int Filesystem::fallocate(fuse_req_t req, fuse_ino_t, int mode, off_t offset, off_t length, fuse_file_info* fi) {
   Handle* handle = Handle::of(fi);
+  index::Index::Change change = mark_inode(*handle->inode);  // changed set (changes.cpp)
   int rc = ::fallocate(handle->fd, mode, offset, length);
   if (rc != 0 && errno == ENOSPC && quota_ && quota_->make_room(static_cast<std::uint64_t>(length))) {
     rc = ::fallocate(handle->fd, mode, offset, length);

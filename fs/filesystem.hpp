@@ -30,6 +30,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <string>
 #include <vector>
@@ -67,6 +68,9 @@ class Filesystem final : public quota::Evictor {
   // is in use: rename into the trash, index record removed, kernel caches
   // invalidated. Its data is deleted by the Trash afterwards.
   quota::EvictOutcome evict(index::ArtifactId id, index::Usage& freed, Need need) override;
+  // Marks the candidates of an eviction walk's page in the changed set in
+  // one write, so that evict() finds its mark made (artifacts.cpp).
+  std::shared_ptr<void> prepare(const std::vector<index::ArtifactId>& candidates) override;
   quota::SpaceInfo backing_space() override;
   void wait_for_deletions() override;
   // Called by the flush thread after access times were committed, so that
@@ -119,6 +123,9 @@ class Filesystem final : public quota::Evictor {
   int hold(fuse_ino_t ino, Held& out);  // errno, or 0
   // An open or opendir inside an artifact: its last access and a hit.
   void record_use(const Lease& lease);
+  // After an unlink or a replacing rename: drops the node table's entry of
+  // an inode whose last name `removed` (its lstat before) was.
+  void forget_place(const struct stat& removed);
   // unlink and rmdir (flags 0 or AT_REMOVEDIR).
   int remove_name(fuse_req_t req, fuse_ino_t parent, const char* name, int flags);
   // mkdir, symlink and mknod: `make(dirfd)` creates `name` in the parent
@@ -132,7 +139,13 @@ class Filesystem final : public quota::Evictor {
   NodeFd node_fd(const InodePtr& inode) { return inodes_.open(inode); }
   // Looks `name` up in `parent` on the backing tree and registers it.
   // Returns an errno, or 0 with `e` filled in.
-  int do_lookup(const InodePtr& parent, const std::string& name, fuse_entry_param& e, InodePtr* out = nullptr);
+  // count_lookup == false: the kernel is not told (see InodeTable::remember).
+  int do_lookup(const InodePtr& parent, const std::string& name, fuse_entry_param& e, InodePtr* out = nullptr,
+                bool count_lookup = true);
+  // The inode of a node id handed out earlier: in memory, or found again
+  // through the node table after the kernel forgot it or the daemon
+  // restarted. nullptr: ESTALE.
+  InodePtr resolve_node(std::uint64_t node);
   void place(Inode& child, const Inode& parent);
   bool is_kept_name(const std::string& name) const;
   struct stat stat_of(const Inode& inode, int fd, int* err) const;
@@ -174,6 +187,31 @@ class Filesystem final : public quota::Evictor {
   void move_owner(ino_t ino, index::ArtifactId owner);
   index::ArtifactId owner_id(const Inode& inode) const;
   index::ArtifactId owner_of_child(const Inode& parent, const std::string& name) const;
+
+  // --- changed set (changes.cpp; see CHANGED SET in index/index.hpp) ----------
+  // Taken BEFORE a backing change, held until its charges are made (the
+  // returned Change ends when destroyed): marks what the change may make
+  // disagree with the committed index, so that recovery after a kill -9
+  // re-walks it. Throw index::IndexError (the caller then makes no change).
+  // An inode's content (write, truncate, fallocate, xattrs): its artifact,
+  // or the outside usage.
+  index::Index::Change mark_inode(const Inode& inode);
+  // A name made, removed or replaced in `parent`: the parent directory's
+  // owner, the entry's owner, and the entry's path if it is at namespace
+  // level (an artifact root, namespace or kept entry).
+  index::Index::Change mark_entry(const Inode& parent, const std::string& name);
+  // rename: both names.
+  index::Index::Change mark_entries(const Inode& parent, const std::string& name, const Inode& new_parent,
+                                    const std::string& new_name);
+  void add_inode_keys(std::vector<index::Index::ChangeKey>& keys, const Inode& inode) const;
+  void add_entry_keys(std::vector<index::Index::ChangeKey>& keys, const Inode& parent, const std::string& name) const;
+  // After a namespace-level entry was made, removed or renamed (under
+  // namespace_mutex_): the index's outside tops at and below it. Never
+  // throws (marks the index for a full walk instead).
+  void refresh_outside_tops(const Inode& parent, const std::string& name);
+  // Marks taken after the fact where a change came without one (a write's
+  // owner changed under it, st_blocks settling at release): never throws.
+  std::optional<index::Index::Change> mark_late(const std::vector<index::ArtifactId>& owners);
 
   // --- names and artifacts (artifacts.cpp) ---------------------------------
   std::optional<std::string> child_path(const Inode& parent, const std::string& name) const;

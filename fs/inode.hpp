@@ -56,6 +56,7 @@
 
 #include "fs/live_artifact.hpp"
 #include "index/index.hpp"
+#include "index/node_table.hpp"
 
 namespace artifactfs::fs {
 
@@ -81,6 +82,13 @@ struct BackingHandle {
 };
 // The handle of the inode open as `fd`; size 0 if the filesystem has none.
 BackingHandle handle_of(int fd);
+// As stored in the node table (type, then bytes), and back.
+std::string encode_handle(const BackingHandle& handle);
+// The FUSE generation of an inode: the backing inode's generation where the
+// handle carries it (ext4, tmpfs, xfs: type FILEID_INO32_GEN), else a hash
+// of the handle. A reused inode number has another generation, so the
+// kernel answers ESTALE for a file handle of the old file.
+std::uint64_t generation_of(const BackingHandle& handle);
 
 struct Inode {
   Inode(std::uint64_t node, ino_t backing_ino, mode_t type) : node(node), ino(backing_ino), type(type) {}
@@ -159,8 +167,15 @@ class InodeTable {
   // the inode is already open). `place` is called under the table lock for a
   // new or dormant inode to assign depth, role and artifact.
   // Increments nlookup by one.
+  // With count_lookup == false the kernel is not told about the inode (an
+  // ancestor resolved for an NFS handle): it stays dormant.
   InodePtr remember(const InodePtr& parent, const std::string& name, const struct stat& st, int fd,
-                    const std::function<void(const InodePtr& child, const Inode& parent)>& place);
+                    const std::function<void(const InodePtr& child, const Inode& parent)>& place,
+                    bool count_lookup = true);
+  // Where inodes live, persistently (node_table.hpp); kept up to date by
+  // remember() and renamed(). May be null (unit tests).
+  void set_node_table(index::NodeTable* nodes) { nodes_ = nodes; }
+  index::NodeTable* node_table() const { return nodes_; }
 
   // Decrements nlookup; closes the fd of an inode nobody references.
   void forget(std::uint64_t node_id, std::uint64_t nlookup);
@@ -229,6 +244,7 @@ class InodeTable {
   std::deque<std::uint64_t> dormant_;
   InodePtr root_;
 
+  index::NodeTable* nodes_ = nullptr;
   const std::size_t max_open_;
   const int mount_fd_;
   bool by_handle_ = false;

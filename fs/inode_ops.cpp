@@ -100,7 +100,8 @@ void Filesystem::fill_attr(const Inode& inode, struct stat& st) const {
   }
 }
 
-int Filesystem::do_lookup(const InodePtr& parent, const std::string& name, fuse_entry_param& e, InodePtr* out) {
+int Filesystem::do_lookup(const InodePtr& parent, const std::string& name, fuse_entry_param& e, InodePtr* out,
+                          bool count_lookup) {
   std::memset(&e, 0, sizeof e);
   if (name.size() > NAME_MAX) return ENAMETOOLONG;
   NodeFd pinned_parent = node_fd(parent);
@@ -171,8 +172,12 @@ int Filesystem::do_lookup(const InodePtr& parent, const std::string& name, fuse_
       live->add_member_locked(child);
       if (role == Role::artifact) live->root = child;
     }
-  });
+  }, count_lookup);
   e.ino = inode->node;
+  {
+    std::lock_guard lock(inode->mutex);
+    e.generation = generation_of(inode->handle);
+  }
   e.attr = st;
   fill_attr(*inode, e.attr);
   e.attr_timeout = attr_timeout_;
@@ -185,8 +190,9 @@ int Filesystem::lookup(fuse_req_t req, fuse_ino_t parent_ino, const char* name) 
   fuse_entry_param e;
   std::string n = name;
   if (n == "." || n == "..") {
-    // Asked by the kernel for NFS file handles after it forgot the inode.
-    InodePtr self = inodes_.revive(parent_ino);
+    // Asked by the kernel for NFS file handles after it forgot the inode,
+    // or after a restart of the daemon.
+    InodePtr self = resolve_node(parent_ino);
     if (!self) return ESTALE;
     NodeFd pinned = node_fd(self);
     if (!pinned) return ESTALE;
@@ -203,7 +209,7 @@ int Filesystem::lookup(fuse_req_t req, fuse_ino_t parent_ino, const char* name) 
       if (rc != 0) return errno;
     }
     InodePtr found = n == "." || self->role == Role::root ? self : inodes_.find_backing(st.st_ino);
-    if (found) found = inodes_.revive(found->node);
+    found = found ? inodes_.revive(found->node) : resolve_node(st.st_ino);
     if (!found) return ESTALE;
     {
       std::lock_guard lock(inodes_.mutex());
@@ -211,6 +217,10 @@ int Filesystem::lookup(fuse_req_t req, fuse_ino_t parent_ino, const char* name) 
     }
     std::memset(&e, 0, sizeof e);
     e.ino = found->node;
+    {
+      std::lock_guard lock(found->mutex);
+      e.generation = generation_of(found->handle);
+    }
     e.attr = st;
     fill_attr(*found, e.attr);
     e.attr_timeout = attr_timeout_;
@@ -227,6 +237,41 @@ int Filesystem::lookup(fuse_req_t req, fuse_ino_t parent_ino, const char* name) 
 }
 
 void Filesystem::forget(fuse_ino_t ino, std::uint64_t nlookup) { inodes_.forget(ino, nlookup); }
+
+InodePtr Filesystem::resolve_node(std::uint64_t node) {
+  if (InodePtr known = inodes_.revive(node)) return known;
+  index::NodeTable* nodes = inodes_.node_table();
+  // Node ids from the private range (inode numbers reused while the kernel
+  // held the old one) do not outlive the daemon.
+  if (!nodes || node >= (1ull << 63)) return nullptr;
+  // The chain of stored places up to an inode in memory (the root at
+  // least), then looked up downwards by name like any lookup: placement in
+  // the layout and the checks of do_lookup apply. Each step must find the
+  // inode the table names, with the same file handle (so the same
+  // generation): a reused inode number is never taken for the old file.
+  std::vector<std::pair<ino_t, index::NodePlace>> chain;
+  InodePtr base;
+  for (ino_t at = static_cast<ino_t>(node); !(base = inodes_.find_backing(at));) {
+    auto place = nodes->find(at);
+    if (!place || chain.size() > (1u << 16)) return nullptr;
+    chain.emplace_back(at, *place);
+    at = static_cast<ino_t>(place->parent);
+  }
+  for (auto it = chain.rbegin(); it != chain.rend(); ++it) {
+    const auto& [ino, place] = *it;
+    fuse_entry_param e;
+    InodePtr child;
+    if (do_lookup(base, place.name, e, &child, false) != 0 || !child) return nullptr;
+    BackingHandle handle;
+    {
+      std::lock_guard lock(child->mutex);
+      handle = child->handle;
+    }
+    if (child->ino != ino || encode_handle(handle) != place.handle) return nullptr;
+    base = child;
+  }
+  return base;
+}
 
 int Filesystem::getattr(fuse_req_t req, fuse_ino_t ino) {
   InodePtr inode = inode_of(ino);
@@ -253,6 +298,9 @@ int Filesystem::setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int t
   // the caller's credentials: the backing filesystem checks ownership for
   // chmod, chown and times, and write access for truncation, as the kernel
   // did against the mount's attributes.
+  // Changed set (changes.cpp): a truncation changes usage; marked before.
+  index::Index::Change change;
+  if (to_set & FUSE_SET_ATTR_SIZE) change = mark_inode(*inode);
   std::optional<AsCaller> as(std::in_place, req);
   if (as->error()) return as->error();
 

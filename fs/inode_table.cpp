@@ -31,6 +31,26 @@ BackingHandle handle_of(int fd) {
   return out;
 }
 
+std::string encode_handle(const BackingHandle& handle) {
+  if (handle.size == 0) return {};
+  std::string out(4 + handle.size, '\0');
+  for (int i = 0; i < 4; ++i) out[i] = static_cast<char>((static_cast<unsigned>(handle.type) >> (8 * i)) & 0xff);
+  std::memcpy(out.data() + 4, handle.bytes, handle.size);
+  return out;
+}
+
+std::uint64_t generation_of(const BackingHandle& handle) {
+  constexpr int kInoGen = 1;  // FILEID_INO32_GEN: 32-bit inode, 32-bit generation
+  if (handle.type == kInoGen && handle.size == 8) {
+    std::uint32_t gen;
+    std::memcpy(&gen, handle.bytes + 4, 4);
+    return gen;
+  }
+  std::uint32_t hash = 2166136261u;  // FNV-1a; the kernel keeps 32 bits
+  for (unsigned i = 0; i < handle.size; ++i) hash = (hash ^ handle.bytes[i]) * 16777619u;
+  return hash;
+}
+
 namespace {
 
 int open_by_backing_handle(int mount_fd, const BackingHandle& handle) {
@@ -327,7 +347,8 @@ InodePtr InodeTable::find_backing(ino_t ino) const {
 }
 
 InodePtr InodeTable::remember(const InodePtr& parent, const std::string& name, const struct stat& st, int fd,
-                              const std::function<void(const InodePtr&, const Inode&)>& place) {
+                              const std::function<void(const InodePtr&, const Inode&)>& place,
+                              bool count_lookup) {
   std::unique_lock lock(mutex_);
   auto& slot = by_backing_[st.st_ino];
   bool reused = slot && (slot->type != (st.st_mode & S_IFMT) || [&] {
@@ -343,20 +364,27 @@ InodePtr InodeTable::remember(const InodePtr& parent, const std::string& name, c
   }
   InodePtr inode = slot;
   // A lookup tells us where the inode lives now; hard links may move it.
-  if (fresh || inode->nlookup == 0 || inode->name.empty() || inode->parent != parent->ino || inode->name != name) {
+  bool moved = fresh || inode->name.empty() || inode->parent != parent->ino || inode->name != name;
+  if (moved || inode->nlookup == 0) {
     inode->parent = parent->ino;
     inode->name = name;
   }
   if (fresh || inode->nlookup == 0) place(inode, *parent);
-  inode->nlookup++;
+  if (count_lookup) inode->nlookup++;
+  else if (inode->nlookup == 0) dormant_.push_back(inode->node);
   lock.unlock();
 
+  BackingHandle handle;
   if (fresh) {
-    BackingHandle handle = handle_of(fd);
+    handle = handle_of(fd);
     std::lock_guard ilock(inode->mutex);
     inode->handle = handle;
     inode->accounted = usage_of(st);
+  } else if (moved && nodes_) {
+    std::lock_guard ilock(inode->mutex);
+    handle = inode->handle;
   }
+  if (moved && nodes_) nodes_->placed(st.st_ino, {parent->ino, name, encode_handle(handle)});
   // The lookup's descriptor goes into the cache (the inode is about to be
   // used), unpinned at once.
   if (adopt_fd(inode, fd) >= 0) unpin(*inode);
@@ -423,11 +451,29 @@ std::optional<std::string> InodeTable::path_of_locked(const Inode& inode) const 
 }
 
 void InodeTable::renamed(ino_t ino, ino_t new_parent, const std::string& new_name) {
-  std::lock_guard lock(mutex_);
-  auto it = by_backing_.find(ino);
-  if (it == by_backing_.end()) return;
-  it->second->parent = new_parent;
-  it->second->name = new_name;
+  InodePtr inode;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = by_backing_.find(ino);
+    if (it == by_backing_.end()) {
+      // Not in memory: the stored place moves with the name.
+      if (nodes_) {
+        if (auto place = nodes_->find(ino)) nodes_->placed(ino, {new_parent, new_name, place->handle});
+      }
+      return;
+    }
+    inode = it->second;
+    inode->parent = new_parent;
+    inode->name = new_name;
+  }
+  if (nodes_) {
+    BackingHandle handle;
+    {
+      std::lock_guard ilock(inode->mutex);
+      handle = inode->handle;
+    }
+    nodes_->placed(ino, {new_parent, new_name, encode_handle(handle)});
+  }
 }
 
 void InodeTable::unlinked(ino_t parent, const std::string& name, ino_t child) {

@@ -35,9 +35,11 @@
 #include "fs/fuse_ops.hpp"
 #include "fs/notifier.hpp"
 #include "fs/reconcile.hpp"
+#include "fs/recover_changed.hpp"
 #include "fs/store.hpp"
 #include "fs/trash.hpp"
 #include "index/index.hpp"
+#include "index/node_table.hpp"
 #include "quota/quota_manager.hpp"
 
 namespace artifactfs::fs {
@@ -157,11 +159,32 @@ int run_mount(const MountRequest& request) {
     // A new index has no usage at all, not even the data root's: count the
     // tree once (instant when it is empty, and needed if it is not).
     bool fresh = index->totals().usage == index::Usage{};
+    const bool layout_changed = store.layout_changed(config.layout);
+    std::string unclean = "the last shutdown was not clean";
     const char* reason = rebuild                                 ? "--rebuild-index"
-                         : !index->previous_shutdown_clean()     ? "the last shutdown was not clean"
-                         : store.layout_changed(config.layout)   ? "the layout changed"
+                         : layout_changed                        ? "the layout changed"
                          : fresh                                 ? "new index"
+                         : !index->previous_shutdown_clean()     ? unclean.c_str()
                                                                  : nullptr;
+    // After a crash of the daemon alone (kill -9, OOM) the index says what
+    // changed since its last flush: re-walk only that (recover_changed.hpp).
+    // Everything else (a power loss, an index that does not keep the changed
+    // set, a layout change, --rebuild-index) walks the whole tree.
+    if (reason == unclean.c_str()) {
+      RecoverySummary recovered;
+      try {
+        recovered = recover_changed(data_fd, config.layout, *index);
+      } catch (const index::IndexError& e) {
+        // Nothing was committed (one write transaction): walk everything.
+        recovered.why_not = std::string("the recovery of what changed failed: ") + e.what();
+      }
+      if (recovered.done) {
+        reason = nullptr;
+      } else {
+        unclean += "; " + recovered.why_not;
+        reason = unclean.c_str();
+      }
+    }
     if (reason) reconcile(data_fd, config.layout, *index, reason);
     store.record_layout(config.layout);
 
@@ -175,7 +198,16 @@ int run_mount(const MountRequest& request) {
                    descriptors, descriptors / 2);
       max_open_nodes = descriptors / 2;
     }
+    std::unique_ptr<index::NodeTable> nodes;
+    try {
+      nodes = index::NodeTable::open(store.index_dir() / "nodes");
+    } catch (const index::IndexError& e) {
+      throw UserError(std::string("cannot open the node table: ") + e.what() +
+                      " (it only serves NFS file handles across restarts: move " +
+                      (store.index_dir() / "nodes").string() + " aside and mount again)");
+    }
     Filesystem filesystem(data_fd, trash, notifier, *index, config, max_open_nodes);
+    filesystem.inodes().set_node_table(nodes.get());
     quota::QuotaManager quota(*index, filesystem, config.quota);
     filesystem.set_quota(&quota);
     filesystem.set_status_provider([&quota] { return quota.status(); });
@@ -217,7 +249,14 @@ int run_mount(const MountRequest& request) {
     int rc;
     {
       index::FlushThread flusher(*index, config.index.flush_interval,
-                                 [&](const std::vector<index::ArtifactId>& ids) { filesystem.access_times_changed(ids); });
+                                 [&](const std::vector<index::ArtifactId>& ids) {
+                                   filesystem.access_times_changed(ids);
+                                   try {
+                                     nodes->flush();  // same interval, its own environment
+                                   } catch (const std::exception& e) {
+                                     spdlog::error("node table: flush failed, retrying next interval: {}", e.what());
+                                   }
+                                 });
       SignalThread signals([&] {
         if (!request.reload) return;
         try {

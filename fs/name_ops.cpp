@@ -39,6 +39,7 @@ int Filesystem::remove_name(fuse_req_t req, fuse_ino_t parent_ino, const char* n
   Held parent;
   if (int err = hold(parent_ino, parent)) return err;
   std::lock_guard ns(namespace_mutex_);
+  index::Index::Change change = mark_entry(*parent.inode, name);  // changed set (changes.cpp)
   {
     std::unique_lock ownership(ownership_mutex_);  // see accounting.cpp
     struct stat before;
@@ -51,11 +52,21 @@ int Filesystem::remove_name(fuse_req_t req, fuse_ino_t parent_ino, const char* n
     after_change("unlink", [&] {
       charge_unlinked(*parent.inode, name, before);
       inodes_.unlinked(parent.inode->ino, name, before.st_ino);
+      forget_place(before);
     });
   }
   recharge(parent.inode);
   fuse_reply_err(req, 0);
   return 0;
+}
+
+void Filesystem::forget_place(const struct stat& removed) {
+  // Its last name went: nothing is left to resolve. (A hard link that
+  // loses its recorded name keeps its entry; looking it up under another
+  // name records that one.)
+  if (auto* nodes = inodes_.node_table(); nodes && (S_ISDIR(removed.st_mode) || removed.st_nlink <= 1)) {
+    nodes->removed(removed.st_ino);
+  }
 }
 
 int Filesystem::unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
@@ -68,6 +79,7 @@ int Filesystem::make_node(fuse_req_t req, fuse_ino_t parent_ino, const char* nam
   if (int err = hold(parent_ino, parent)) return err;
   if (int err = check_new_name(*parent.inode, name)) return err;
   std::unique_lock ns(namespace_mutex_);
+  index::Index::Change change = mark_entry(*parent.inode, name);  // changed set (changes.cpp)
   auto make_as_caller = [&]() -> int {
     AsCaller as(req);
     if (as.error()) return as.error();
@@ -101,6 +113,7 @@ int Filesystem::rename(fuse_req_t req, fuse_ino_t parent_ino, const char* name, 
   const int new_parent_fd = to.fd;
 
   std::lock_guard ns(namespace_mutex_);
+  index::Index::Change change = mark_entries(*parent, name, *new_parent, new_name);  // changed set (changes.cpp)
   {
     std::unique_lock ownership(ownership_mutex_);  // see accounting.cpp
     struct stat moved, replaced;
@@ -124,6 +137,7 @@ int Filesystem::rename(fuse_req_t req, fuse_ino_t parent_ino, const char* name, 
         if (target_exists) {
           charge_unlinked(*new_parent, new_name, replaced);
           inodes_.unlinked(new_parent->ino, new_name, replaced.st_ino);
+          forget_place(replaced);
         }
         charge_renamed(parent, name, new_parent, new_name, moved);
       }
@@ -146,6 +160,12 @@ int Filesystem::link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t new_parent_ino, 
   const int new_parent_fd = target.fd;
 
   std::lock_guard ns(namespace_mutex_);
+  index::Index::Change change = mark_entry(*new_parent, new_name);  // changed set (changes.cpp)
+  {
+    std::vector<index::Index::ChangeKey> source;  // and the source's owner: its link count
+    add_inode_keys(source, *inode);
+    change.add(source);
+  }
   fuse_entry_param e;
   {
     std::unique_lock ownership(ownership_mutex_);  // see accounting.cpp

@@ -1,6 +1,7 @@
 // See notifier.hpp for the concurrency model.
 #include "fs/notifier.hpp"
 
+#include <pthread.h>
 #include <spdlog/spdlog.h>
 
 #include <cerrno>
@@ -8,7 +9,7 @@
 
 namespace artifactfs::fs {
 
-Notifier::Notifier() : worker_([this] { run(); }) {}
+Notifier::Notifier() : worker_([this] { run(); }) { pthread_setname_np(worker_.native_handle(), "afs-notify"); }
 
 Notifier::~Notifier() { stop(); }
 
@@ -24,18 +25,21 @@ void Notifier::entry_gone(std::uint64_t parent_node, const std::string& name) {
   wake_.notify_one();
 }
 
+void Notifier::queue_inode_locked(std::uint64_t node, bool contents) {
+  if (!session_ || stopping_) return;
+  if (!queued_inodes_.insert(node * 2 + (contents ? 1 : 0)).second) return;  // see COALESCING
+  queue_.push_back({node, {}, contents});
+  wake_.notify_one();
+}
+
 void Notifier::attributes_changed(std::uint64_t node) {
   std::lock_guard lock(mutex_);
-  if (!session_ || stopping_) return;
-  queue_.push_back({node, {}});
-  wake_.notify_one();
+  queue_inode_locked(node, false);
 }
 
 void Notifier::contents_changed(std::uint64_t node) {
   std::lock_guard lock(mutex_);
-  if (!session_ || stopping_) return;
-  queue_.push_back({node, {}, true});
-  wake_.notify_one();
+  queue_inode_locked(node, true);
 }
 
 void Notifier::stop() {
@@ -55,6 +59,8 @@ void Notifier::run() {
     if (queue_.empty()) return;  // stopping and drained
     Item item = std::move(queue_.front());
     queue_.pop_front();
+    // Taken off before it is sent: a change from now on queues it again.
+    if (item.name.empty()) queued_inodes_.erase(item.node * 2 + (item.contents ? 1 : 0));
     fuse_session* session = session_;
     lock.unlock();
     int rc = item.name.empty()

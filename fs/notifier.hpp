@@ -5,7 +5,16 @@
 // be sent from a FUSE request handler: the kernel may hold the directory
 // lock the invalidation needs while it waits for that handler's reply (an
 // ENOSPC eviction started by a create in the same directory would
-// deadlock). `mutex_` guards the queue only; it is not held while sending.
+// deadlock). `mutex_` guards the queue and the set of queued inode
+// invalidations; it is not held while sending.
+//
+// COALESCING
+// An inode invalidation that is already queued and not yet sent is not
+// queued again: it is sent after every change made before it was taken off
+// the queue, which covers the new change too. An eviction run of a
+// thousand artifacts in one namespace directory then sends that directory's
+// invalidation a few times, not a thousand, and the queue holds at most one
+// inode invalidation per node plus the entry invalidations in flight.
 #pragma once
 
 #include <fuse_lowlevel.h>
@@ -16,6 +25,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <unordered_set>
 
 namespace artifactfs::fs {
 
@@ -45,6 +55,10 @@ class Notifier {
   std::mutex mutex_;
   std::condition_variable wake_;
   std::deque<Item> queue_;
+  // Nodes with an inode invalidation in queue_: (node, contents) packed as
+  // node * 2 + contents.
+  std::unordered_set<std::uint64_t> queued_inodes_;
+  void queue_inode_locked(std::uint64_t node, bool contents);
   fuse_session* session_ = nullptr;
   bool stopping_ = false;
   std::thread worker_;

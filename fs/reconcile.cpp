@@ -49,6 +49,9 @@ class Walker {
   }
 
   ReconcileSummary summary;
+  // Outside tops (see recover_changed.hpp): namespace-level entries that
+  // belong to no artifact, for the index's changed set.
+  std::vector<std::string> tops;
 
  private:
   // The artifact whose entries are being visited.
@@ -76,8 +79,10 @@ class Walker {
     } else if (kept(e.name)) {
       count_outside(e.st);
       kept_depth_ = e.depth;
+      tops.push_back(e.rel);
     } else if (e.depth < layout_.depth) {
       count_outside(e.st);
+      tops.push_back(e.rel);
     } else {
       artifact_.emplace(Artifact{e.rel, e.depth, ctime_ns(e.st), e.st.st_ino, {}, {}});
       add(e.st);
@@ -153,6 +158,8 @@ ReconcileSummary reconcile(int data_fd, const config::Layout& layout, index::Ind
   walker.run(data_fd);
   rebuild->commit();
   index.flush();
+  // The changed set starts empty again, and the outside tops are known.
+  index.full_walk_done(walker.tops);
   ReconcileSummary summary = walker.summary;
   summary.total = index.totals().usage;
   summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

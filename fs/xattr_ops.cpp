@@ -156,6 +156,7 @@ int Filesystem::setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const
   if (int err = hold(ino, held)) return err;
   const int fd = held.fd;
   if (S_ISLNK(inode->type)) return EPERM;  // Linux allows no user.* attributes on symlinks
+  index::Index::Change change = mark_inode(*inode);  // changed set: a large attribute may take a block
   {
     AsCaller as(req);  // the backing filesystem checks the caller's write access
     if (as.error()) return as.error();
@@ -178,6 +179,7 @@ int Filesystem::removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
   if (int err = hold(ino, held)) return err;
   const int fd = held.fd;
   if (S_ISLNK(inode->type)) return ENODATA;
+  index::Index::Change change = mark_inode(*inode);  // changed set: may free a block
   {
     AsCaller as(req);
     if (as.error()) return as.error();

@@ -208,3 +208,29 @@ LinkSet read_links_value(std::string_view bytes) {
 }
 
 }  // namespace artifactfs::index::codec
+
+#include "index/node_table.hpp"
+
+namespace artifactfs::index::codec {
+
+std::string node_value(const NodePlace& place) {
+  Writer w;
+  w.u64(place.parent);
+  w.u32(static_cast<std::uint32_t>(place.handle.size()));
+  w.bytes(place.handle);
+  w.u32(static_cast<std::uint32_t>(place.name.size()));
+  w.bytes(place.name);
+  return w.take();
+}
+
+NodePlace read_node_value(std::string_view bytes) {
+  Reader r(bytes, "node place");
+  NodePlace place;
+  place.parent = r.u64();
+  place.handle = std::string(r.take(r.u32()));
+  place.name = std::string(r.take(r.u32()));
+  r.finish();
+  return place;
+}
+
+}  // namespace artifactfs::index::codec

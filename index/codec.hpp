@@ -40,3 +40,12 @@ std::string links_value(const LinkSet& links);
 LinkSet read_links_value(std::string_view bytes);
 
 }  // namespace artifactfs::index::codec
+
+namespace artifactfs::index {
+struct NodePlace;
+}
+namespace artifactfs::index::codec {
+// A node table value: parent inode, the handle, the name.
+std::string node_value(const NodePlace& place);
+NodePlace read_node_value(std::string_view bytes);
+}  // namespace artifactfs::index::codec

@@ -6,7 +6,9 @@
 // destructor never wait for a flush to finish (except for the final join).
 // after_flush runs on the worker thread with no lock of ours held; it may
 // call into the index. Lock order: mutex, then nothing (never held while
-// calling the index).
+// calling the index). Every Index::kReleaseInterval the worker also calls
+// Index::release_memory() (without the mutex).
+#include <pthread.h>
 #include <spdlog/spdlog.h>
 
 #include <condition_variable>
@@ -44,12 +46,19 @@ struct FlushThread::Impl {
 
   void run() {
     std::unique_lock lock(mutex);
+    // The first round releases at once: a mount that rebuilt the index has
+    // read all of it (Index::release_memory).
+    auto released = std::chrono::steady_clock::now() - Index::kReleaseInterval;
     while (!stop) {
       cv.wait_for(lock, interval, [&] { return stop || woken; });
       woken = false;
       if (stop) break;
       lock.unlock();
       flush_once();
+      if (auto now = std::chrono::steady_clock::now(); now - released >= Index::kReleaseInterval) {
+        index.release_memory();
+        released = now;
+      }
       lock.lock();
     }
     lock.unlock();
@@ -61,6 +70,7 @@ FlushThread::FlushThread(Index& index, std::chrono::milliseconds interval,
                          std::function<void(const std::vector<ArtifactId>&)> after_flush)
     : impl_(std::make_unique<Impl>(index, interval, std::move(after_flush))) {
   impl_->worker = std::thread([impl = impl_.get()] { impl->run(); });
+  pthread_setname_np(impl_->worker.native_handle(), "afs-flush");
 }
 
 FlushThread::~FlushThread() {

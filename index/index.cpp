@@ -21,14 +21,22 @@
 // kNotCommitted otherwise. After W commits the batch is dropped and
 // `last_cleared_txn` = W; a reader whose snapshot is older than that has
 // missed the batch and simply reads again.
+#include <malloc.h>
 #include <spdlog/spdlog.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
 #include <limits>
 #include <atomic>
 #include <mutex>
 #include <unordered_map>
 
+#include "index/change_set.hpp"
 #include "index/codec.hpp"
 #include "index/index.hpp"
 #include "index/lmdb.hpp"
@@ -39,7 +47,9 @@ namespace {
 
 // Version 1: tables meta, artifacts, names, lru, links as below.
 constexpr std::uint64_t kSchemaVersion = 1;
-constexpr unsigned kMaxTables = 8;
+// Room for more tables than we use (meta, artifacts, names, lru, links, and
+// the changed set's dirty and outside_tops); opening with more costs nothing.
+constexpr unsigned kMaxTables = 16;
 // Artifacts per write transaction during a rebuild, and per read
 // transaction when visiting by prefix: bounds transaction size and the time
 // a snapshot pins old pages.
@@ -54,16 +64,26 @@ constexpr std::string_view kMetaNextId = "next_id";
 constexpr std::string_view kMetaTotals = "totals";
 constexpr std::string_view kMetaOutside = "outside";
 constexpr std::string_view kMetaStats = "stats";
+// Changed set (see CHANGED SET in index.hpp): whether the process that has
+// the index open keeps it; the boot id it ran under; whether the
+// outside_tops table has been filled by a full walk.
+constexpr std::string_view kMetaChangesKept = "changes_kept";
+constexpr std::string_view kMetaBootId = "boot_id";
+constexpr std::string_view kMetaTopsReady = "outside_tops_ready";
 
 struct Pending {
   TimeNs last_access = std::numeric_limits<TimeNs>::min();  // max of the recorded accesses
   std::uint64_t accesses = 0;
   Usage usage;
+  // remove_artifact_queued(): the record is gone for readers; the batch
+  // that carries this deletes it from LMDB.
+  bool removed = false;
 
   void add(const Pending& o) {
     last_access = std::max(last_access, o.last_access);
     accesses += o.accesses;
     usage += o.usage;
+    removed = removed || o.removed;
   }
   void apply_to(ArtifactRecord& rec) const {
     // An access older than the stored one must not move last_access back.
@@ -85,6 +105,18 @@ struct Index::Impl {
 
   mutable lmdb::Env env;  // reads through const methods begin transactions
   MDB_dbi meta = 0, artifacts = 0, names = 0, lru = 0, links = 0;
+  // --- changed set (see CHANGED SET in index.hpp; code at the end of this file)
+  MDB_dbi dirty = 0, tops = 0;
+  ChangeSet changes;
+  bool changes_usable = false;
+  std::string changes_why_not;
+  // The one-byte file "changes_kept" beside data.mdb: '1' while the set is
+  // kept. Overwritten in place, so that distrusting the set needs no new
+  // disk space (a full store must not make a change fail, nor let a later
+  // recovery trust a set that misses it). Trusted only if meta agrees.
+  int kept_fd = -1;
+  bool kept_at_open = false;
+  std::atomic<bool> distrusted{false};  // this process cannot keep the set any more
   bool previous_clean = true;
   std::atomic<bool> inconsistent{false};  // see mark_inconsistent()
   std::size_t max_name;
@@ -100,6 +132,10 @@ struct Index::Impl {
   Usage outside;
   Stats stats;
   bool meta_dirty = false;  // totals, outside or stats changed since written
+  // Ids of the `pending` entries marked removed, so that commit_removals()
+  // takes them without scanning the whole batch. Each id at most once: an
+  // id is queued once, and is in `pending` or in flight, never both.
+  std::vector<ArtifactId> queued_removal_ids;
   // A structural write committed since the last sync (MDB_NOSYNC).
   std::atomic<bool> unsynced{false};
 
@@ -172,12 +208,52 @@ struct Index::Impl {
 
   // Adds what is not yet in a snapshot to records read from it. Caller
   // holds pending_mutex. `snapshot` is the id of the newest commit the
-  // records reflect.
-  void merge_locked(ArtifactRecord& rec, std::uint64_t snapshot) const {
+  // records reflect. False if the record is removed (a queued removal).
+  bool merge_locked(ArtifactRecord& rec, std::uint64_t snapshot) const {
+    bool removed = false;
     if (in_flight && (in_flight_txn == kNotCommitted || in_flight_txn > snapshot)) {
-      if (auto it = in_flight->find(rec.id); it != in_flight->end()) it->second.apply_to(rec);
+      if (auto it = in_flight->find(rec.id); it != in_flight->end()) {
+        it->second.apply_to(rec);
+        removed = it->second.removed;
+      }
     }
-    if (auto it = pending.find(rec.id); it != pending.end()) it->second.apply_to(rec);
+    if (auto it = pending.find(rec.id); it != pending.end()) {
+      it->second.apply_to(rec);
+      removed = removed || it->second.removed;
+    }
+    return !removed;
+  }
+
+  // Whether `id`, present in a snapshot, has a removal queued that the
+  // snapshot does not reflect. Caller holds pending_mutex.
+  bool queued_removal_locked(ArtifactId id, std::uint64_t snapshot) const {
+    if (in_flight && (in_flight_txn == kNotCommitted || in_flight_txn > snapshot)) {
+      if (auto it = in_flight->find(id); it != in_flight->end() && it->second.removed) return true;
+    }
+    auto it = pending.find(id);
+    return it != pending.end() && it->second.removed;
+  }
+  // The same, taking the lock: for reads inside a transaction (a few map
+  // lookups; see the lock order).
+  bool queued_removal(ArtifactId id, std::uint64_t snapshot) const {
+    std::lock_guard lock(pending_mutex);
+    return queued_removal_locked(id, snapshot);
+  }
+
+  // In a write transaction: if the record `id` has a queued removal not yet
+  // committed, deletes it now (the batch that carries the removal then finds
+  // no record) and returns true. A write transaction sees every commit, so
+  // only a batch that has not committed can still hold such a record.
+  bool drop_if_queued(lmdb::WriteTxn& txn, ArtifactId id) {
+    {
+      std::lock_guard lock(pending_mutex);
+      if (!queued_removal_locked(id, kNotCommitted - 1)) return false;
+    }
+    if (auto rec = load_record(txn, id)) {
+      erase_record(txn, *rec);
+      put_tombstone(txn, id, rec->usage);  // changed set: the totals still count it
+    }
+    return true;
   }
 
   // Reads records in a read transaction, ends it, then merges the pending
@@ -194,7 +270,7 @@ struct Index::Impl {
       }
       std::lock_guard lock(pending_mutex);
       if (last_cleared_txn > snapshot) continue;
-      for (auto& rec : records) merge_locked(rec, snapshot);
+      std::erase_if(records, [&](ArtifactRecord& rec) { return !merge_locked(rec, snapshot); });
       return records;
     }
   }
@@ -223,7 +299,22 @@ struct Index::Impl {
   }
 
   void open_tables();
-  std::vector<ArtifactId> flush();
+  // --- changed set (defined at the end of this file) ---
+  void open_changed_set(lmdb::WriteTxn& txn, bool fresh);
+  // A tombstone: `id`'s record is gone, the committed totals count `usage`
+  // for it. `by_flush`: in the flush's own transaction (see ChangeSet).
+  void put_tombstone(lmdb::WriteTxn& txn, ArtifactId id, const Usage& usage, bool by_flush = false);
+  // Adds `delta` to `id`'s tombstone, if it has one.
+  bool add_to_tombstone(lmdb::WriteTxn& txn, ArtifactId id, const Usage& delta);
+  bool read_kept_flag() const;
+  bool write_kept_flag(bool kept);
+  void trust_changes();  // after a full walk or a recovery committed (meta already 1)
+  // The set can no longer be trusted (a mark that could not be written, a
+  // failed bookkeeping, a full walk under way). Throws if even the flag
+  // file cannot say so.
+  void distrust_changes();
+  // Caller holds flush_mutex. `removals_only`: commit_removals().
+  std::vector<ArtifactId> flush(bool removals_only = false, std::size_t* removals = nullptr);
 
   class RebuildImpl;
 };
@@ -231,6 +322,8 @@ struct Index::Impl {
 // --- open / close --------------------------------------------------------------------
 
 void Index::Impl::open_tables() {
+  // Changed set: the flag file (see kept_fd).
+  kept_fd = ::open((env.dir() / "changes_kept").c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
   env.write([&](lmdb::WriteTxn& txn) {
     auto main = txn.open_dbi(nullptr, false);
     bool fresh = txn.entries(*main) == 0;
@@ -244,6 +337,9 @@ void Index::Impl::open_tables() {
     names = open_table("names");
     lru = open_table("lru");
     links = open_table("links");
+    // The changed set's tables, also in an index made before they existed.
+    dirty = *txn.open_dbi("dirty", true);
+    tops = *txn.open_dbi("outside_tops", true);
     if (fresh) {
       txn.put(meta, kMetaSchema, codec::u64_value(kSchemaVersion));
       txn.put(meta, kMetaNextId, codec::u64_value(1));
@@ -268,8 +364,11 @@ void Index::Impl::open_tables() {
     if (!s) corrupt("meta has no 'stats'");
     stats = decode("meta", [&] { return codec::read_stats_value(*s); });
     meta_u64(txn, kMetaNextId);  // present, or the file is not ours
+    open_changed_set(txn, fresh);  // whether the changed set can be trusted
   });
   env.sync();
+  if (!write_kept_flag(kept_at_open)) kept_at_open = false;
+  distrusted = !kept_at_open;
 }
 
 std::unique_ptr<Index> Index::open(const std::filesystem::path& dir, const IndexOptions& options) {
@@ -289,6 +388,7 @@ Index::~Index() {
   } catch (const std::exception& e) {
     spdlog::error("index {}: final flush failed: {}", impl_->env.dir().string(), e.what());
   }
+  if (impl_->kept_fd >= 0) ::close(impl_->kept_fd);
 }
 
 bool Index::previous_shutdown_clean() const { return impl_->previous_clean; }
@@ -300,19 +400,51 @@ void Index::close_clean() {
   if (m.inconsistent) {
     spdlog::warn("index {}: left marked for a re-walk of the data tree at the next mount", m.env.dir().string());
   } else {
-    m.env.write([&](lmdb::WriteTxn& txn) { txn.put(m.meta, kMetaClean, codec::u64_value(1)); });
+    m.env.write([&](lmdb::WriteTxn& txn) {
+      txn.put(m.meta, kMetaClean, codec::u64_value(1));
+      // Changed set: nothing is in progress any more, so nothing is marked;
+      // and nobody keeps the set until the next open (an older artifactfs
+      // may open the index next and would not keep it).
+      txn.clear(m.dirty);
+      txn.put(m.meta, kMetaChangesKept, codec::u64_value(0));
+    });
+    m.changes.reset();
   }
   m.env.sync();
 }
 
-void Index::mark_inconsistent() { impl_->inconsistent = true; }
+void Index::mark_inconsistent() {
+  impl_->inconsistent = true;
+  // The changed set does not cover a change whose bookkeeping failed: the
+  // next mount must walk the whole tree even after a kill -9.
+  try {
+    impl_->distrust_changes();
+  } catch (const std::exception& e) {
+    spdlog::error("index {}: could not record that the changed set is incomplete: {}", impl_->env.dir().string(),
+                  e.what());
+  }
+}
 
 // --- reads ---------------------------------------------------------------------------
 
 std::optional<ArtifactId> Index::find(std::string_view name) const {
-  if (name.empty() || name.size() > impl_->max_name) return std::nullopt;
-  auto txn = impl_->env.read();
-  return impl_->lookup_name(txn, name);
+  auto& m = *impl_;
+  if (name.empty() || name.size() > m.max_name) return std::nullopt;
+  for (;;) {
+    std::optional<ArtifactId> id;
+    std::uint64_t snapshot = 0;
+    {
+      auto txn = m.env.read();
+      id = m.lookup_name(txn, name);
+      snapshot = txn.id();
+    }
+    if (!id) return id;
+    // A queued removal hides the name (see read_merged for the retry).
+    std::lock_guard lock(m.pending_mutex);
+    if (m.last_cleared_txn > snapshot) continue;
+    if (m.queued_removal_locked(*id, snapshot)) return std::nullopt;
+    return id;
+  }
 }
 
 std::optional<ArtifactRecord> Index::get(ArtifactId id) const {
@@ -345,6 +477,9 @@ std::vector<ArtifactRecord> Index::least_recently_used(std::size_t limit,
     if (entry && after && entry->first == start) entry = cursor.next();
     for (; entry && out.size() < limit; entry = cursor.next()) {
       auto [when, id] = m.decode("lru", [&] { return codec::read_lru_key(entry->first); });
+      // Skipped here, not after the read, so that a page is short only at
+      // the end of the table.
+      if (m.queued_removal(id, txn.id())) continue;
       auto rec = m.load_record(txn, id);
       if (!rec) m.corrupt("lru names artifact " + std::to_string(id) + ", which has no record");
       if (rec->last_access != when) {
@@ -364,12 +499,17 @@ void Index::for_each_with_prefix(std::string_view prefix,
   std::string resume(prefix);
   bool skip_resume = false;
   for (;;) {
+    std::size_t scanned = 0;  // names read, queued removals included
+    std::string last;
     auto records = m.read_merged([&](const lmdb::Txn& txn) {
       std::vector<ArtifactRecord> out;
+      scanned = 0;
       lmdb::Cursor cursor(txn, m.names);
       auto entry = cursor.seek(resume);
       if (entry && skip_resume && entry->first == resume) entry = cursor.next();
-      for (; entry && starts_with(entry->first, prefix) && out.size() < kReadChunk; entry = cursor.next()) {
+      for (; entry && starts_with(entry->first, prefix) && scanned < kReadChunk; entry = cursor.next()) {
+        ++scanned;
+        last = std::string(entry->first);
         auto id = m.decode("names", [&] { return codec::read_be64(entry->second); });
         auto rec = m.load_record(txn, id);
         if (!rec) m.corrupt("name '" + std::string(entry->first) + "' has no record");
@@ -378,8 +518,8 @@ void Index::for_each_with_prefix(std::string_view prefix,
       return out;
     });
     for (const auto& rec : records) fn(rec);
-    if (records.size() < kReadChunk) return;
-    resume = records.back().name;
+    if (scanned < kReadChunk) return;
+    resume = std::move(last);
     skip_resume = true;
   }
 }
@@ -454,7 +594,9 @@ ArtifactId Index::add_artifact(std::string_view name, TimeNs created, const Usag
   m.check_name(name);
   ArtifactId id = 0;
   m.write([&](lmdb::WriteTxn& txn) {
-    if (m.lookup_name(txn, name)) throw IndexError("artifact name already in the index: " + std::string(name));
+    if (auto taken = m.lookup_name(txn, name); taken && !m.drop_if_queued(txn, *taken)) {
+      throw IndexError("artifact name already in the index: " + std::string(name));
+    }
     id = m.meta_u64(txn, kMetaNextId);
     txn.put(m.meta, kMetaNextId, codec::u64_value(id + 1));
     ArtifactRecord rec{id, std::string(name), usage, created, created, 0, false, root_ino};
@@ -473,7 +615,7 @@ void Index::rename_artifact(ArtifactId id, std::string_view new_name) {
   m.write([&](lmdb::WriteTxn& txn) {
     auto rec = m.load_existing(txn, id);
     if (rec.name == new_name) return;
-    if (m.lookup_name(txn, new_name)) {
+    if (auto taken = m.lookup_name(txn, new_name); taken && !m.drop_if_queued(txn, *taken)) {
       throw IndexError("cannot rename artifact '" + rec.name + "': name already in the index: " +
                        std::string(new_name));
     }
@@ -504,7 +646,18 @@ std::optional<ArtifactRecord> Index::remove_artifact(ArtifactId id) {
   m.write([&](lmdb::WriteTxn& txn) {
     removed = m.load_record(txn, id);
     if (!removed) return;
+    {
+      // Removed already (queued): the queue's commit deletes the record.
+      std::lock_guard lock(m.pending_mutex);
+      if (m.queued_removal_locked(id, kNotCommitted - 1)) {
+        removed.reset();
+        return;
+      }
+    }
     m.erase_record(txn, *removed);
+    // The committed totals still count the committed usage: a tombstone
+    // (changed set), which later flushes bring to zero.
+    m.put_tombstone(txn, id, removed->usage);
     // A batch still in flight will find no record and drop this id; count
     // its changes here. This transaction sees every commit before it.
     std::lock_guard lock(m.pending_mutex);
@@ -516,7 +669,11 @@ std::optional<ArtifactRecord> Index::remove_artifact(ArtifactId id) {
   std::lock_guard lock(m.pending_mutex);
   if (auto it = m.pending.find(id); it != m.pending.end()) {
     it->second.apply_to(*removed);
-    m.pending.erase(it);
+    // The usage deltas stay pending: the memory totals count them, so the
+    // flush that commits those totals adds them to the tombstone. Access
+    // times go with the record.
+    it->second.last_access = std::numeric_limits<TimeNs>::min();
+    it->second.accesses = 0;
   }
   --m.totals.artifact_count;
   return removed;
@@ -551,21 +708,42 @@ std::vector<ArtifactId> Index::flush() {
 }
 
 // Caller holds flush_mutex.
-std::vector<ArtifactId> Index::Impl::flush() {
+std::vector<ArtifactId> Index::Impl::flush(bool removals_only, std::size_t* removals) {
   Batch batch;
+  // Changed set: the keys this flush may clear, and the totals as they were
+  // at the swap (consistent with the batch: a charge is in the batch if and
+  // only if its totals are in the snapshot). See CHANGED SET in index.hpp.
+  std::vector<std::string> clearing;
+  std::optional<std::pair<Totals, Usage>> snapshot;
   {
     std::unique_lock lock(pending_mutex);
-    if (pending.empty() && !meta_dirty) {
-      // Nothing to write: an idle flush thread must not touch the disk.
-      lock.unlock();
-      if (unsynced.exchange(false)) env.sync();
-      return {};
+    if (removals_only) {
+      // Only the queued removals (and the meta records): access times and
+      // usage deltas wait for the flush thread, which reports them.
+      if (queued_removal_ids.empty() && !meta_dirty) return {};
+      batch.reserve(queued_removal_ids.size());
+      for (ArtifactId id : queued_removal_ids) {
+        if (auto node = pending.extract(id)) batch.insert(std::move(node));
+      }
+    } else {
+      if (pending.empty() && !meta_dirty && !changes.has_clearable()) {
+        // Nothing to write: an idle flush thread must not touch the disk.
+        lock.unlock();
+        if (unsynced.exchange(false)) env.sync();
+        return {};
+      }
+      batch.swap(pending);
+      clearing = changes.take_clearable();
+      snapshot.emplace(totals, outside);
+      meta_dirty = false;
     }
-    batch.swap(pending);
+    queued_removal_ids.clear();
     in_flight = &batch;
     in_flight_txn = kNotCommitted;
   }
+  std::size_t erased = 0;
   std::vector<ArtifactId> changed;
+  std::vector<std::pair<ArtifactId, Usage>> requeued;  // usage deltas for the next full flush
   std::uint64_t committed = 0;
   try {
     env.write(
@@ -576,9 +754,32 @@ std::vector<ArtifactId> Index::Impl::flush() {
             in_flight_txn = committed;
           }
           changed.clear();
+          erased = 0;
+          requeued.clear();
           for (const auto& [id, p] : batch) {
             auto rec = load_record(txn, id);
-            if (!rec) continue;  // removed meanwhile: its changes go with it
+            if (!rec) {
+              // Removed meanwhile: its changes go with it, but the usage
+              // deltas whose totals this commit counts go to its tombstone
+              // (changed set). A removals-only commit writes no totals: they
+              // wait for the next flush.
+              if (removals_only) requeued.emplace_back(id, p.usage);
+              else add_to_tombstone(txn, id, p.usage);
+              continue;
+            }
+            if (p.removed) {
+              erase_record(txn, *rec);
+              ++erased;
+              if (removals_only) {
+                put_tombstone(txn, id, rec->usage, true);
+                requeued.emplace_back(id, p.usage);
+              } else {
+                Usage counted = rec->usage;
+                counted += p.usage;
+                put_tombstone(txn, id, counted, true);
+              }
+              continue;
+            }
             TimeNs before = rec->last_access;
             p.apply_to(*rec);
             if (rec->last_access != before) {
@@ -588,32 +789,99 @@ std::vector<ArtifactId> Index::Impl::flush() {
             }
             put_record(txn, *rec);
           }
-          write_meta_from_memory(txn);
+          if (snapshot) {
+            txn.put(meta, kMetaTotals, codec::usage_value(snapshot->first.usage));
+            txn.put(meta, kMetaOutside, codec::usage_value(snapshot->second));
+          }
+          {
+            // Statistics need no consistency with anything: the newest.
+            std::lock_guard lock(pending_mutex);
+            txn.put(meta, kMetaStats, codec::stats_value(stats));
+          }
+          // Changed set: rows of keys no change took back since the swap.
+          for (const auto& key : changes.confirm_deletions(clearing)) txn.del(dirty, key);
         },
         [&] {
           std::lock_guard lock(pending_mutex);
           in_flight_txn = kNotCommitted;
         });
   } catch (...) {
+    changes.deletions_aborted(clearing);
     // Nothing was applied: give the batch back so the next flush retries.
     std::lock_guard lock(pending_mutex);
-    for (const auto& [id, p] : batch) pending[id].add(p);
+    for (const auto& [id, p] : batch) {
+      pending[id].add(p);
+      if (p.removed) queued_removal_ids.push_back(id);
+    }
     in_flight = nullptr;
     in_flight_txn = kNotCommitted;
     meta_dirty = true;
     throw;
   }
+  changes.deletions_committed(clearing);
   {
     std::lock_guard lock(pending_mutex);
     in_flight = nullptr;
     in_flight_txn = kNotCommitted;
     last_cleared_txn = committed;
+    for (const auto& [id, usage] : requeued) {
+      if (usage != Usage{}) pending[id].usage += usage;
+    }
+  }
+  if (removals) *removals = erased;
+  if (removals_only) {
+    unsynced = true;  // the next flush() syncs
+    return {};
   }
   unsynced = false;
   env.sync();
   std::sort(changed.begin(), changed.end());
   return changed;
 }
+
+// --- batched removal (eviction at scale) ---------------------------------------------
+
+std::optional<ArtifactRecord> Index::remove_artifact_queued(ArtifactId id) {
+  auto& m = *impl_;
+  for (;;) {
+    std::optional<ArtifactRecord> rec;
+    std::uint64_t snapshot = 0;
+    {
+      auto txn = m.env.read();
+      rec = m.load_record(txn, id);
+      snapshot = txn.id();
+    }
+    std::lock_guard lock(m.pending_mutex);
+    // A flush committed and dropped its batch since the read: read again
+    // (see read_merged).
+    if (m.last_cleared_txn > snapshot) continue;
+    if (!rec || !m.merge_locked(*rec, snapshot)) return std::nullopt;  // unknown, or removed already
+    m.pending[id].removed = true;
+    m.queued_removal_ids.push_back(id);
+    --m.totals.artifact_count;
+    return rec;
+  }
+}
+
+std::size_t Index::commit_removals() {
+  auto& m = *impl_;
+  std::lock_guard flush_lock(m.flush_mutex);
+  std::size_t removals = 0;
+  m.flush(true, &removals);
+  return removals;
+}
+
+std::size_t Index::queued_removals() const {
+  std::lock_guard lock(impl_->pending_mutex);
+  return impl_->queued_removal_ids.size();
+}
+
+void Index::release_memory() {
+  impl_->env.release_mapped_pages();
+  malloc_trim(0);
+}
+
+// --- end of batched removal ------------------------------------------------------------
 
 // --- rebuild -----------------------------------------------------------------------------
 
@@ -757,6 +1025,360 @@ void Index::Impl::RebuildImpl::commit() {
   m_.env.sync();
 }
 
-std::unique_ptr<Index::Rebuild> Index::begin_rebuild() { return std::make_unique<Impl::RebuildImpl>(*impl_); }
+std::unique_ptr<Index::Rebuild> Index::begin_rebuild() {
+  // A rebuild commits in chunks: until full_walk_done() the changed set
+  // describes nothing (a crash in between must walk everything again).
+  impl_->distrust_changes();
+  return std::make_unique<Impl::RebuildImpl>(*impl_);
+}
+
+// ===== CHANGED SET (crash recovery proportional to what changed) ===================
+// See CHANGED SET in index.hpp for what it means and why it is right, and
+// change_set.hpp for the hand-over between begin_change() and flush().
+// Rows of the table `dirty`: 'a' + be64(id) -> "" or a tombstone (usage
+// value); 'o' -> ""; 'l' -> ""; 'p' + path -> "". Table `outside_tops`:
+// path -> "".
+
+namespace {
+
+std::string current_boot_id() {
+  std::ifstream in("/proc/sys/kernel/random/boot_id");
+  std::string id;
+  std::getline(in, id);
+  return id;
+}
+
+bool under(std::string_view path, std::string_view top) {
+  if (top.empty()) return true;
+  return path == top || (path.size() > top.size() && path.substr(0, top.size()) == top && path[top.size()] == '/');
+}
+
+// Deletes the outside tops at and below `top`.
+void erase_tops(lmdb::WriteTxn& txn, MDB_dbi tops, std::string_view top) {
+  lmdb::Cursor cursor(txn, tops);
+  for (auto entry = cursor.seek(top); entry && under(entry->first, top);) {
+    cursor.del();
+    entry = cursor.seek(top);
+  }
+}
+
+}  // namespace
+
+Index::ChangeKey Index::ChangeKey::artifact(ArtifactId id) { return ChangeKey("a" + codec::be64(id)); }
+Index::ChangeKey Index::ChangeKey::outside() { return ChangeKey("o"); }
+Index::ChangeKey Index::ChangeKey::path(std::string_view path) { return ChangeKey("p" + std::string(path)); }
+Index::ChangeKey Index::ChangeKey::links() { return ChangeKey("l"); }
+
+void Index::Impl::open_changed_set(lmdb::WriteTxn& txn, bool fresh) {
+  const std::string boot = current_boot_id();
+  auto flag = [&](std::string_view key) {
+    auto v = txn.get(meta, key);
+    return v && decode("meta", [&] { return codec::read_u64_value(*v); }) == 1;
+  };
+  const bool tops_ready = flag(kMetaTopsReady);
+  changes_usable = false;
+  if (fresh || previous_clean) {
+    changes_why_not = "the index was closed cleanly";
+    txn.clear(dirty);  // nothing was in progress
+  } else if (!flag(kMetaChangesKept) || !tops_ready || !read_kept_flag()) {
+    changes_why_not =
+        "the index does not record what changed (made by an older artifactfs, a change whose accounting failed, "
+        "or a full walk that did not finish)";
+  } else if (auto stored = txn.get(meta, kMetaBootId); boot.empty() || !stored || *stored != boot) {
+    changes_why_not = "the system restarted since the index was last used (a power loss may have lost changes)";
+  } else {
+    changes_usable = true;
+  }
+  // From here on this process keeps the set (unless it cannot be trusted
+  // yet: then only a full walk makes it whole again).
+  const bool kept = changes_usable || ((fresh || previous_clean) && tops_ready);
+  txn.put(meta, kMetaChangesKept, codec::u64_value(kept ? 1 : 0));
+  txn.put(meta, kMetaBootId, boot);
+  kept_at_open = kept;  // the flag file follows after the commit
+}
+
+bool Index::Impl::read_kept_flag() const {
+  char c = 0;
+  return kept_fd >= 0 && pread(kept_fd, &c, 1, 0) == 1 && c == '1';
+}
+
+bool Index::Impl::write_kept_flag(bool kept) {
+  const char c = kept ? '1' : '0';
+  return kept_fd >= 0 && pwrite(kept_fd, &c, 1, 0) == 1;
+}
+
+void Index::Impl::trust_changes() {
+  if (inconsistent) return;
+  if (write_kept_flag(true)) distrusted = false;
+}
+
+void Index::Impl::distrust_changes() {
+  distrusted = true;
+  // The flag first: it needs no space. A missing flag file distrusts too.
+  const bool flagged = kept_fd < 0 || write_kept_flag(false);
+  try {
+    write([&](lmdb::WriteTxn& txn) { txn.put(meta, kMetaChangesKept, codec::u64_value(0)); });
+  } catch (const std::exception& e) {
+    if (!flagged) {
+      throw IndexError("cannot record that the changed set is incomplete (" + std::string(std::strerror(errno)) +
+                       ", " + e.what() + ")");
+    }
+  }
+}
+
+void Index::Impl::put_tombstone(lmdb::WriteTxn& txn, ArtifactId id, const Usage& usage, bool by_flush) {
+  auto key = ChangeKey::artifact(id).bytes();
+  txn.put(dirty, key, codec::usage_value(usage));
+  changes.persisted(key, by_flush);
+}
+
+bool Index::Impl::add_to_tombstone(lmdb::WriteTxn& txn, ArtifactId id, const Usage& delta) {
+  if (delta == Usage{}) return false;
+  auto key = ChangeKey::artifact(id).bytes();
+  auto v = txn.get(dirty, key);
+  if (!v || v->empty()) return false;
+  Usage usage = decode("dirty", [&] { return codec::read_usage_value(*v); });
+  usage += delta;
+  txn.put(dirty, key, codec::usage_value(usage));
+  return true;
+}
+
+Index::Change::Change(Change&& o) noexcept : index_(std::exchange(o.index_, nullptr)), keys_(std::move(o.keys_)) {}
+
+Index::Change& Index::Change::operator=(Change&& o) noexcept {
+  if (this != &o) {
+    if (index_) index_->impl_->changes.end(keys_);
+    index_ = std::exchange(o.index_, nullptr);
+    keys_ = std::move(o.keys_);
+  }
+  return *this;
+}
+
+Index::Change::~Change() {
+  if (index_) index_->impl_->changes.end(keys_);
+}
+
+void Index::Change::add(const std::vector<ChangeKey>& keys) {
+  if (!index_) return;
+  Change more = index_->begin_change(keys);
+  keys_.insert(keys_.end(), more.keys_.begin(), more.keys_.end());
+  more.index_ = nullptr;  // ours now
+}
+
+Index::Change Index::begin_change(const std::vector<ChangeKey>& keys) {
+  auto& m = *impl_;
+  std::vector<std::string> bytes;
+  bytes.reserve(keys.size());
+  for (const auto& k : keys) bytes.push_back(k.bytes());
+  Change change;
+  // Distrusted (until the next full walk or clean close): marks are useless.
+  if (m.distrusted) return change;
+  std::vector<std::string> claimed = m.changes.begin(bytes);
+  change.index_ = this;
+  change.keys_ = std::move(bytes);
+  if (claimed.empty()) return change;  // the hot path: every row is committed
+  try {
+    // Committed (not synced): in the page cache before the change is made.
+    m.write([&](lmdb::WriteTxn& txn) {
+      for (const auto& k : claimed) {
+        // A tombstone's value stays (the key still covers the removal).
+        if (!txn.get(m.dirty, k)) txn.put(m.dirty, k, {});
+      }
+    });
+  } catch (const std::exception& e) {
+    m.changes.written(claimed, false);
+    // Typically the store's filesystem is full (the index lives there too).
+    // The change must not fail for that: say durably that the set is
+    // incomplete (the flag file needs no space), and let it go ahead; a
+    // crash before the next clean unmount then walks the whole tree.
+    m.distrust_changes();  // throws (and the change is refused) only if that fails too
+    spdlog::error("index {}: cannot record a change ({}): after a crash the next mount walks the whole tree",
+                  m.env.dir().string(), e.what());
+    return change;
+  }
+  m.changes.written(claimed, true);
+  return change;
+}
+
+void Index::charge_together(const std::vector<std::pair<ArtifactId, Usage>>& artifacts, const Usage& total) {
+  std::lock_guard lock(impl_->pending_mutex);
+  for (const auto& [id, delta] : artifacts) {
+    if (id == kOutside) {
+      impl_->outside += delta;
+    } else {
+      impl_->pending[id].usage += delta;
+    }
+  }
+  impl_->totals.usage += total;
+  impl_->meta_dirty = true;
+}
+
+Index::ChangedSet Index::changed_set() const {
+  auto& m = *impl_;
+  ChangedSet out;
+  out.usable = m.changes_usable;
+  out.why_not = m.changes_why_not;
+  auto txn = m.env.read();
+  lmdb::Cursor cursor(txn, m.dirty);
+  for (auto entry = cursor.first(); entry; entry = cursor.next()) {
+    std::string_view key = entry->first;
+    if (key.empty()) m.corrupt("table 'dirty' has an empty key");
+    switch (key[0]) {
+      case 'a': {
+        ArtifactId id = m.decode("dirty", [&] { return codec::read_be64(key.substr(1)); });
+        if (entry->second.empty()) {
+          out.artifacts.push_back(id);
+        } else {
+          out.tombstones[id] = m.decode("dirty", [&] { return codec::read_usage_value(entry->second); });
+        }
+        break;
+      }
+      case 'o': out.outside = true; break;
+      case 'l': out.links = true; break;
+      case 'p': out.paths.emplace_back(key.substr(1)); break;
+      default: m.corrupt("table 'dirty' has an unknown key");
+    }
+  }
+  return out;
+}
+
+std::vector<std::string> Index::outside_tops() const {
+  auto txn = impl_->env.read();
+  std::vector<std::string> out;
+  lmdb::Cursor cursor(txn, impl_->tops);
+  for (auto entry = cursor.first(); entry; entry = cursor.next()) out.emplace_back(entry->first);
+  return out;
+}
+
+void Index::replace_outside_tops(std::string_view path, const std::vector<std::string>& tops) {
+  auto& m = *impl_;
+  std::vector<std::string> wanted(tops);
+  std::sort(wanted.begin(), wanted.end());
+  wanted.erase(std::unique(wanted.begin(), wanted.end()), wanted.end());
+  {
+    // Most calls (an artifact made or removed) change nothing: read first.
+    auto txn = m.env.read();
+    std::vector<std::string> have;
+    lmdb::Cursor cursor(txn, m.tops);
+    for (auto entry = cursor.seek(path); entry && under(entry->first, path); entry = cursor.next()) {
+      have.emplace_back(entry->first);
+    }
+    if (have == wanted) return;
+  }
+  m.write([&](lmdb::WriteTxn& txn) {
+    erase_tops(txn, m.tops, path);
+    for (const auto& top : wanted) txn.put(m.tops, top, {});
+  });
+}
+
+std::vector<std::pair<InodeNumber, LinkSet>> Index::links_naming(const std::vector<ArtifactId>& units) const {
+  auto& m = *impl_;
+  std::vector<ArtifactId> sorted(units);
+  std::sort(sorted.begin(), sorted.end());
+  std::vector<std::pair<InodeNumber, LinkSet>> out;
+  if (sorted.empty()) return out;
+  auto txn = m.env.read();
+  lmdb::Cursor cursor(txn, m.links);
+  for (auto entry = cursor.first(); entry; entry = cursor.next()) {
+    LinkSet set = m.decode("links", [&] { return codec::read_links_value(entry->second); });
+    for (const auto& [id, n] : set) {
+      if (std::binary_search(sorted.begin(), sorted.end(), id)) {
+        out.emplace_back(m.decode("links", [&] { return codec::read_be64(entry->first); }), std::move(set));
+        break;
+      }
+    }
+  }
+  return out;
+}
+
+void Index::commit_recovery(const Recovery& r) {
+  auto& m = *impl_;
+  std::lock_guard flush_lock(m.flush_mutex);
+  std::uint64_t count = 0;
+  m.write([&](lmdb::WriteTxn& txn) {
+    // Removals first: their names may be taken by renames and additions.
+    for (ArtifactId id : r.removed) {
+      if (auto rec = m.load_record(txn, id)) m.erase_record(txn, *rec);
+    }
+    for (const auto& [id, found] : r.updated) {
+      auto rec = m.load_record(txn, id);
+      if (!rec) continue;
+      if (rec->name != found.name) {
+        m.check_name(found.name);
+        if (m.lookup_name(txn, rec->name) == id) txn.del(m.names, rec->name);
+        txn.put(m.names, found.name, codec::be64(id));
+        rec->name = found.name;
+      }
+      rec->usage = found.usage;
+      rec->root_ino = found.root_ino;
+      m.put_record(txn, *rec);
+    }
+    auto next_id = m.meta_u64(txn, kMetaNextId);
+    for (const auto& found : r.added) {
+      m.check_name(found.name);
+      if (auto stale = m.lookup_name(txn, found.name)) {
+        if (auto rec = m.load_record(txn, *stale)) m.erase_record(txn, *rec);
+      }
+      ArtifactRecord rec{next_id++, found.name, found.usage, found.created, found.created, 0, false, found.root_ino};
+      m.put_record(txn, rec);
+      txn.put(m.names, rec.name, codec::be64(rec.id));
+      txn.put(m.lru, codec::lru_key(rec.last_access, rec.id), {});
+    }
+    txn.put(m.meta, kMetaNextId, codec::u64_value(next_id));
+    for (const auto& [ino, by_name] : r.links) {
+      LinkSet set;
+      for (const auto& [name, n] : by_name) {
+        if (name.empty()) {
+          set[kOutside] += n;
+        } else if (auto id = m.lookup_name(txn, name)) {
+          set[*id] += n;
+        }
+      }
+      if (set.empty()) {
+        txn.del(m.links, codec::be64(ino));
+      } else {
+        txn.put(m.links, codec::be64(ino), codec::links_value(set));
+      }
+    }
+    for (const auto& top : r.tops_replaced) erase_tops(txn, m.tops, top);
+    for (const auto& top : r.tops) txn.put(m.tops, top, {});
+    txn.put(m.meta, kMetaTotals, codec::usage_value(r.total));
+    txn.put(m.meta, kMetaOutside, codec::usage_value(r.outside));
+    txn.clear(m.dirty);
+    if (!m.inconsistent) txn.put(m.meta, kMetaChangesKept, codec::u64_value(1));
+    count = txn.entries(m.artifacts);
+  });
+  m.trust_changes();
+  {
+    std::lock_guard lock(m.pending_mutex);
+    m.totals.usage = r.total;
+    m.totals.artifact_count = count;
+    m.outside = r.outside;
+    // Deltas charged before the walk are in what it measured (nothing is
+    // charged before requests are served; this only keeps that true).
+    for (auto& [id, p] : m.pending) p.usage = {};
+  }
+  m.changes.reset();
+  m.unsynced = false;
+  m.env.sync();
+}
+
+void Index::full_walk_done(const std::vector<std::string>& tops) {
+  auto& m = *impl_;
+  std::lock_guard flush_lock(m.flush_mutex);
+  m.write([&](lmdb::WriteTxn& txn) {
+    txn.clear(m.tops);
+    for (const auto& top : tops) txn.put(m.tops, top, {});
+    txn.put(m.meta, kMetaTopsReady, codec::u64_value(1));
+    txn.clear(m.dirty);
+    if (!m.inconsistent) txn.put(m.meta, kMetaChangesKept, codec::u64_value(1));
+  });
+  m.trust_changes();
+  m.changes.reset();
+  m.unsynced = false;
+  m.env.sync();
+}
+
+// ===== end of CHANGED SET ==========================================================
 
 }  // namespace artifactfs::index

@@ -13,7 +13,10 @@
 //   Readers merge a batch that is in flight, so no read ever misses it or
 //   counts it twice (decided by LMDB transaction ids; see index.cpp).
 // - Structural changes (add/rename/remove artifact, pins, link table) are
-//   written synchronously in their own write transaction.
+//   written synchronously in their own write transaction, except
+//   remove_artifact_queued(): memory at once (readers no longer see the
+//   record), LMDB at the next commit_removals() or flush(), in one
+//   transaction with every other queued removal.
 // - Writes of this process are serialised in the LMDB wrapper (LMDB would
 //   serialise them anyway). A shared lock is held by every transaction and
 //   taken exclusively only to grow the map.
@@ -27,9 +30,12 @@
 // DURABILITY
 // The environment is opened MDB_NOSYNC and flush() ends with mdb_env_sync, so
 // a killed process loses nothing that was committed and at most one flush
-// interval of access times and usage deltas. The meta record "clean" is
-// cleared at open and set by close_clean(); a store whose last shutdown was
-// not clean is reconciled against the data tree by the file system layer.
+// interval of access times and usage deltas (and the removals queued since
+// the last commit_removals(), whose records it leaves in place; see there).
+// The meta record "clean" is cleared at open and set by close_clean(); a
+// store whose last shutdown was not clean is reconciled against the data
+// tree by the file system layer: after a kill -9 only what the changed set
+// names (CHANGED SET below), after a power loss the whole tree.
 #pragma once
 
 #include <cstdint>
@@ -182,10 +188,49 @@ class Index {
   void set_pinned(ArtifactId id, bool pinned);  // IndexError if `id` is unknown
   void set_links(InodeNumber ino, const LinkSet& links);  // empty set erases
 
-  // Applies the pending batch (access times, usage, stats) in one transaction
-  // and syncs the environment. Safe to call at any time from any thread.
-  // Returns the artifacts whose last access changed (ascending ids).
-  // Pending changes of artifacts removed meanwhile are dropped. With
+  // --- batched removal (eviction at scale) ---------------------------------
+  // Removes an artifact's record in memory at once and queues its LMDB
+  // delete for the next commit_removals() or flush(), so that an eviction
+  // run commits thousands of removals in one write transaction instead of
+  // one transaction each. From the call on, find(), get(),
+  // least_recently_used() and for_each_with_prefix() do not see the record,
+  // totals().artifact_count does not count it, and its name is free:
+  // add_artifact() and rename_artifact() may take it (the queued record is
+  // then deleted in their own transaction). Returns the record with every
+  // pending change merged (what it counted when it went), or nullopt if it
+  // is unknown or already removed. Totals are not touched, as with
+  // remove_artifact(). Costs one short read transaction, no write.
+  // Until the commit a crash leaves the record in LMDB: the caller must make
+  // that repairable (the file system names an evicted artifact's trash
+  // entry after its id, and Trash::start() removes such records).
+  std::optional<ArtifactRecord> remove_artifact_queued(ArtifactId id);
+  // Commits the queued removals together with the statistics in one write
+  // transaction (the totals follow at the next flush(), which commits them
+  // as of its batch: see CHANGED SET; until then each removed record leaves
+  // a tombstone with what the committed totals count for it). Access times
+  // and usage deltas stay
+  // pending for the next flush() (so the flush thread still reports changed
+  // access times). Does not sync; the next flush() does (a killed process
+  // loses nothing committed). Returns how many removals it committed.
+  // If the write fails the removals stay queued.
+  std::size_t commit_removals();
+  // Removals queued and not yet committed.
+  std::size_t queued_removals() const;
+  // Gives back memory that grows with the store, not with use: the index
+  // pages mapped into the process by reads (a rebuild, an eviction run, a
+  // walk of the LRU order read every page; they stay in the page cache) and
+  // the allocator's free memory (malloc_trim). Called by the FlushThread
+  // every kReleaseInterval and by the quota manager after a large eviction
+  // run. Cheap (page-table work in the kernel); safe at any time.
+  void release_memory();
+  static constexpr std::chrono::seconds kReleaseInterval{30};
+  // --- end of batched removal ------------------------------------------------
+
+  // Applies the pending batch (access times, usage, stats, queued removals)
+  // in one transaction and syncs the environment. Safe to call at any time
+  // from any thread. Returns the artifacts whose last access changed
+  // (ascending ids). Pending changes of artifacts removed meanwhile are
+  // dropped. With
   // nothing pending it writes nothing (it only syncs earlier commits).
   // If the write fails the batch is kept for the next flush.
   std::vector<ArtifactId> flush();
@@ -214,6 +259,146 @@ class Index {
     virtual void commit() = 0;
   };
   std::unique_ptr<Rebuild> begin_rebuild();
+
+  // ===== CHANGED SET: crash recovery proportional to what changed ===========
+  // (owned by the crash-recovery change; fs/recover_changed.cpp is its user)
+  //
+  // After a kill -9 the next mount re-walks only what may disagree with the
+  // committed index: the keys of the table `dirty`. A key is written (one
+  // small synchronous write transaction, not fsynced) by begin_change()
+  // BEFORE the backing change it covers is made, and deleted by the first
+  // flush that commits every charge of that change, in that flush's own
+  // write transaction.
+  //
+  // Keys: artifact(id) covers the artifact's usage and record; outside()
+  // covers the outside usage (namespaces, kept entries, the data root);
+  // path(p) covers an entry at namespace level (an artifact root, namespace
+  // or kept entry made, removed or renamed there: recovery looks at that
+  // name, and below it for a namespace); links() says a hard link shared
+  // with something no walk of artifacts sees changed (the trash): recovery
+  // then walks the whole tree.
+  //
+  // ORDERING. begin_change() returns only after the rows of its keys are
+  // committed. An LMDB commit under MDB_NOSYNC is in the page cache: it
+  // survives the death of the process, not of the system. The backing change
+  // (a syscall on the data tree, also in the page cache) comes after it, so
+  // after a kill -9 every change the index may not have counted is covered
+  // by a committed key. A power loss or kernel crash may drop either in any
+  // order: the boot id recorded at open tells the next mount that the system
+  // restarted, and it then walks the whole tree (clean flag = 0 as before).
+  // After a power loss `--rebuild-index` is never needed for accounting; it
+  // is still the answer to an index LMDB itself cannot read.
+  //
+  // CLEARING. A Change counts as in progress on its keys until destroyed,
+  // and its charges come before its end. A flush takes the keys that have a
+  // row and no change in progress at the moment it swaps the pending batch
+  // (under pending_mutex), so every charge of every change on them is in its
+  // batch or an earlier committed one; it deletes their rows in its own
+  // write transaction, after checking inside that transaction that no
+  // begin_change() took a key back since the swap (see change_set.hpp: a
+  // begin_change either keeps the row or rewrites it after the delete).
+  // Totals and outside usage are committed as they were at the swap, so
+  // that committed totals always match the committed records.
+  //
+  // REMOVED ARTIFACTS. A record deleted while the totals still count it
+  // (remove_artifact, a queued removal's commit) leaves a tombstone: the
+  // value of its artifact(id) row is the usage the committed totals count
+  // for it; later usage deltas of the id go to the tombstone at each flush,
+  // so that it drops to zero in the transaction that commits the totals
+  // without it. Recovery subtracts the tombstones.
+  //
+  // TRUST. The set is used only if the index was not closed cleanly, the
+  // process that last had it open kept the set (meta "changes_kept"; an older
+  // version of artifactfs, mark_inconsistent(), or a full walk that did not
+  // finish clear it) and the system has not restarted since (boot id).
+  class ChangeKey {
+   public:
+    static ChangeKey artifact(ArtifactId id);
+    static ChangeKey outside();
+    static ChangeKey path(std::string_view path);  // below the data root, no leading '/'
+    static ChangeKey links();
+    const std::string& bytes() const { return bytes_; }  // the row key
+    bool operator==(const ChangeKey&) const = default;
+
+   private:
+    explicit ChangeKey(std::string bytes) : bytes_(std::move(bytes)) {}
+    std::string bytes_;
+  };
+
+  // A change in progress on some keys; ends when destroyed (after the
+  // change's charges were made).
+  class Change {
+   public:
+    Change() = default;
+    Change(Change&& o) noexcept;
+    Change& operator=(Change&& o) noexcept;
+    Change(const Change&) = delete;
+    Change& operator=(const Change&) = delete;
+    ~Change();
+    // Adds keys to a change in progress (the same guarantees as begin_change).
+    void add(const std::vector<ChangeKey>& keys);
+
+   private:
+    friend class Index;
+    Index* index_ = nullptr;
+    std::vector<std::string> keys_;
+  };
+  // Commits the rows of `keys` that are not committed yet (the hot path
+  // only looks them up in memory) and counts the change as in progress.
+  // Throws IndexError if the rows cannot be written: the caller must then
+  // not make the change.
+  Change begin_change(const std::vector<ChangeKey>& keys);
+
+  // Charges that belong together (several artifacts and the totals for one
+  // change of the tree), in one step: a flush takes all or none of them.
+  void charge_together(const std::vector<std::pair<ArtifactId, Usage>>& artifacts, const Usage& total);
+
+  struct ChangedSet {
+    bool usable = false;  // the marks may be trusted for a partial recovery
+    std::string why_not;  // if not
+    std::vector<ArtifactId> artifacts;       // artifact(id) rows without tombstone
+    std::map<ArtifactId, Usage> tombstones;  // removed records the committed totals still count
+    std::vector<std::string> paths;
+    bool outside = false;
+    bool links = false;
+  };
+  ChangedSet changed_set() const;
+
+  // Outside tops: every entry at namespace level that belongs to no artifact
+  // (namespace directories, kept entries, other non-artifact entries there),
+  // so that recovery can re-measure the outside usage without listing
+  // namespaces full of artifacts. Kept by the file system layer under the
+  // path(p) keys of its changes.
+  std::vector<std::string> outside_tops() const;
+  // Replaces the tops at and below `path` (synchronous; no write if equal).
+  void replace_outside_tops(std::string_view path, const std::vector<std::string>& tops);
+  // Link records that name one of `units` (kOutside for outside entries).
+  std::vector<std::pair<InodeNumber, LinkSet>> links_naming(const std::vector<ArtifactId>& units) const;
+
+  // What a partial recovery found, committed in one write transaction that
+  // also clears the changed set. Meant to run before requests are served.
+  struct Recovery {
+    struct Found {
+      std::string name;
+      Usage usage;
+      TimeNs created = 0;
+      InodeNumber root_ino = 0;
+    };
+    std::vector<std::pair<ArtifactId, Found>> updated;  // existing records (name may change)
+    std::vector<ArtifactId> removed;
+    std::vector<Found> added;
+    // Link records by artifact name ("" for outside); an empty map erases.
+    std::vector<std::pair<InodeNumber, std::map<std::string, std::uint32_t>>> links;
+    std::vector<std::string> tops_replaced;  // tops at and below these paths are replaced by `tops`
+    std::vector<std::string> tops;
+    Usage total;
+    Usage outside;
+  };
+  void commit_recovery(const Recovery& recovery);
+  // After a full walk (rebuild committed): the outside tops it found; clears
+  // the changed set and trusts it again.
+  void full_walk_done(const std::vector<std::string>& tops);
+  // ===== end of CHANGED SET ==================================================
 
  private:
   struct Impl;

@@ -4,7 +4,13 @@
 
 #include <spdlog/spdlog.h>
 
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+
 #include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <string>
 #include <system_error>
 
@@ -157,7 +163,9 @@ Env::Env(const std::filesystem::path& dir, std::uint64_t initial_map_size, unsig
   if (std::filesystem::exists(dir, ec) && !std::filesystem::is_directory(dir, ec)) {
     throw IndexError(dir.string() + ": not a directory");
   }
-  std::filesystem::create_directories(dir, ec);
+  // Private to the daemon whatever its umask: 0700, files 0600.
+  if (dir.has_parent_path()) std::filesystem::create_directories(dir.parent_path(), ec);
+  if (!ec && ::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) ec.assign(errno, std::generic_category());
   if (ec) throw IndexError(dir.string() + ": cannot create index directory: " + ec.message());
 
   int rc = mdb_env_create(&env_);
@@ -189,6 +197,29 @@ void Env::sync() {
   std::shared_lock lock(resize_mutex_);
   int rc = mdb_env_sync(env_, 1);
   if (rc != 0) throw_error(rc, "sync", data_file());
+}
+
+void Env::release_mapped_pages() {
+  // LMDB does not tell where its map is (mdb_env_info's me_mapaddr is only
+  // set for MDB_FIXEDMAP): find the mappings of the data file, by device and
+  // inode, in /proc/self/maps. Under resize_mutex_, so no remap moves them.
+  std::shared_lock lock(resize_mutex_);
+  mdb_filehandle_t fd;
+  struct stat st;
+  if (mdb_env_get_fd(env_, &fd) != 0 || fstat(fd, &st) != 0) return;
+  std::FILE* maps = std::fopen("/proc/self/maps", "re");
+  if (!maps) return;
+  char line[512];
+  while (std::fgets(line, sizeof line, maps)) {
+    unsigned long start = 0, end = 0, inode = 0;
+    unsigned dev_major = 0, dev_minor = 0;
+    if (std::sscanf(line, "%lx-%lx %*s %*x %x:%x %lu", &start, &end, &dev_major, &dev_minor, &inode) != 5) continue;
+    if (inode != st.st_ino || dev_major != major(st.st_dev) || dev_minor != minor(st.st_dev) || end <= start) continue;
+    if (madvise(reinterpret_cast<void*>(start), end - start, MADV_DONTNEED) != 0) {
+      spdlog::debug("index {}: madvise(MADV_DONTNEED) of the map failed: {}", dir_.string(), std::strerror(errno));
+    }
+  }
+  std::fclose(maps);
 }
 
 std::uint64_t Env::map_size_locked() const {

@@ -162,6 +162,15 @@ class Env {
 
   // Writes the buffers to disk (fdatasync); the environment is MDB_NOSYNC.
   void sync();
+  // --- memory (eviction at scale) ---
+  // Drops this process's page-table entries for the map (MADV_DONTNEED).
+  // Every page read through the map stays resident in the process (RssFile)
+  // until the map is remapped, so a rebuild or an eviction run that read
+  // the whole file leaves the daemon's resident set as large as the index.
+  // The map is a shared read-only file mapping (no MDB_WRITEMAP): the pages
+  // stay in the page cache and the next access is a minor fault; pointers
+  // of open transactions stay valid. Holds resize_mutex_ shared.
+  void release_mapped_pages();
   std::uint64_t map_size() const;
   std::size_t max_key_size() const;
   const std::filesystem::path& dir() const { return dir_; }

@@ -12,9 +12,16 @@
 //   unless it must wake the thread; wake_requested_ turns a burst of writes
 //   over the limit into one notify.
 // - wake_mutex_ (a leaf lock) guards stopping_ and pairs with wake_cv_.
+//   stop_requested_ (atomic) mirrors it for a long cleanup, which checks it
+//   between evictions so that an unmount does not wait for the whole run.
+// - An eviction walk commits its index removals in batches (one write
+//   transaction per batch, eviction_walk.hpp), on the thread that runs it,
+//   under cleanup_mutex_; what a run evicted is committed before cleanup()
+//   or make_room() returns.
 #include "quota/quota_manager.hpp"
 
 #include <fmt/format.h>
+#include <pthread.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -72,6 +79,7 @@ struct QuotaManager::Impl {
   std::condition_variable wake_cv_;
   bool stopping_ = false;  // guarded by wake_mutex_
   std::atomic<bool> wake_requested_{false};
+  std::atomic<bool> stop_requested_{false};  // see CONCURRENCY MODEL
   std::thread thread_;  // started and joined by the owner's thread only
 
   std::uint64_t usage() const {
@@ -112,6 +120,18 @@ struct QuotaManager::Impl {
     if (skipped > 0) index.count(index::Stat::protected_skips, skipped);
   }
 
+  // index.flush() before choosing victims, but never failing the eviction:
+  // out of space, the flush may fail too (the index lives on the same
+  // filesystem, and the changed set has rows to clear); the last committed
+  // LRU order serves then, and the batch stays pending for the next flush.
+  void flush_for_victims() {
+    try {
+      index.flush();
+    } catch (const std::exception& e) {
+      spdlog::warn("quota: index flush before evicting failed ({}); using the last committed access order", e.what());
+    }
+  }
+
   CleanupResult cleanup();
   bool make_room(std::uint64_t bytes);
   void check();
@@ -123,12 +143,20 @@ QuotaManager::CleanupResult QuotaManager::Impl::cleanup() {
   const auto started = std::chrono::steady_clock::now();
   // Opens recorded in the last flush interval must count, or the walk would
   // take a just-opened artifact for an old one.
-  index.flush();
+  flush_for_victims();
   const Snapshot s = refresh();
 
-  EvictionWalk walk(index, evictor, protect_after(s.settings.min_age), Evictor::Need::cleanup);
+  // Pages as large as a batch: one read (and one Evictor::prepare) per batch.
+  EvictionWalk walk(index, evictor, protect_after(s.settings.min_age), Evictor::Need::cleanup,
+                    EvictionWalk::kBatchSize);
   std::uint64_t current = s.usage;
-  while (current > s.limits.target && walk.evict_next()) current = usage();
+  while (current > s.limits.target && !stop_requested_.load(std::memory_order_relaxed) && walk.evict_next()) {
+    current = usage();
+  }
+  walk.commit();
+  // An eviction run reads a page of the index per victim; give back what
+  // it mapped and allocated (Index::release_memory).
+  if (walk.evicted() >= EvictionWalk::kBatchSize) index.release_memory();
 
   CleanupResult result;
   result.evicted = walk.evicted();
@@ -142,7 +170,9 @@ QuotaManager::CleanupResult QuotaManager::Impl::cleanup() {
     spdlog::info("quota: evicted {} artifact(s) ({} bytes); usage {} bytes, limit {}, target {}", result.evicted,
                  result.bytes_freed, current, bytes_text(s.limits.limit), bytes_text(s.limits.target));
   }
-  if (!result.target_met) {
+  if (!result.target_met && stop_requested_.load()) {
+    // Stopped half-way (unmount): not blocked; the next mount goes on.
+  } else if (!result.target_met) {
     if (!blocked_.exchange(true)) {
       spdlog::warn(
           "quota: cannot get usage down to {} bytes: {} bytes remain and every artifact left is pinned, in use or "
@@ -158,7 +188,7 @@ QuotaManager::CleanupResult QuotaManager::Impl::cleanup() {
 bool QuotaManager::Impl::make_room(std::uint64_t bytes) {
   std::lock_guard cleanup_lock(cleanup_mutex_);
   const auto started = std::chrono::steady_clock::now();
-  index.flush();
+  flush_for_victims();
   const config::QuotaSettings current_settings = settings();
   SpaceInfo space = evictor.backing_space();
   const std::uint64_t reserve = min_free_bytes(current_settings, space);
@@ -180,6 +210,7 @@ bool QuotaManager::Impl::make_room(std::uint64_t bytes) {
       expected_free += walk.last_bytes_freed();
     }
     if (batch == 0) break;
+    walk.commit();
     // Evicted artifacts are deleted in the background; the caller retries
     // its write as soon as we return, so the space must be free by then.
     evictor.wait_for_deletions();
@@ -243,14 +274,17 @@ void QuotaManager::start() {
     std::lock_guard lock(impl_->wake_mutex_);
     impl_->stopping_ = false;
   }
+  impl_->stop_requested_.store(false);
   // Check once at start: the store may already be over a limit that was
   // lowered while it was unmounted.
   impl_->wake_requested_.store(true);
   impl_->refresh();
   impl_->thread_ = std::thread([impl = impl_.get()] { impl->run(); });
+  pthread_setname_np(impl_->thread_.native_handle(), "afs-quota");
 }
 
 void QuotaManager::stop() {
+  impl_->stop_requested_.store(true);
   {
     std::lock_guard lock(impl_->wake_mutex_);
     impl_->stopping_ = true;

@@ -49,6 +49,13 @@ class Evictor {
   // Removes the artifact from the mount in one step unless it has an open
   // handle or an operation in progress; on success `freed` is its usage.
   virtual EvictOutcome evict(index::ArtifactId id, index::Usage& freed, Need need) = 0;
+  // Called by the eviction walk of a cleanup with the candidates it is about
+  // to try (a page of the LRU order), before it evicts any of them; the walk
+  // keeps what this returns until it is done with them (not called on the
+  // out-of-space path). Lets the file system do once per page what each
+  // eviction would otherwise do alone (mark the candidates in the index's
+  // changed set in one write transaction).
+  virtual std::shared_ptr<void> prepare(const std::vector<index::ArtifactId>& /*candidates*/) { return {}; }
   virtual SpaceInfo backing_space() = 0;
   // Blocks until evicted data is really deleted (so free space is real).
   virtual void wait_for_deletions() = 0;
