@@ -136,6 +136,32 @@ std::vector<std::string> glob_list(const YAML::Node& node) {
   return globs;
 }
 
+std::vector<std::string> suffix_list(const YAML::Node& node) {
+  const std::string expected = "a list of name suffixes, e.g. [\".siginfo\", \".sig\"]";
+  if (node.IsNull()) return {};
+  if (!node.IsSequence()) throw std::invalid_argument("got " + describe_type(node) + " (expected " + expected + ")");
+  std::vector<std::string> suffixes;
+  ValueProblems problems;
+  for (std::size_t i = 0; i < node.size(); ++i) {
+    const YAML::Node item = node[i];
+    const std::string index = "[" + std::to_string(i) + "]";
+    if (!item.IsScalar()) {
+      problems.items.push_back({index, item.Mark(), "got " + describe_type(item) + " (expected a name suffix)"});
+    } else if (item.Scalar().empty()) {
+      problems.items.push_back({index, item.Mark(), "empty suffix (expected a name suffix such as \".sig\")"});
+    } else if (item.Scalar().find('/') != std::string::npos || item.Scalar().find('\0') != std::string::npos) {
+      problems.items.push_back({index, item.Mark(),
+                                "'" + item.Scalar() + "' contains '/' (expected the end of a file name, e.g. \".sig\")"});
+    } else if (std::find(suffixes.begin(), suffixes.end(), item.Scalar()) != suffixes.end()) {
+      problems.items.push_back({index, item.Mark(), "'" + item.Scalar() + "' is listed twice (list each suffix once)"});
+    } else {
+      suffixes.push_back(item.Scalar());
+    }
+  }
+  if (!problems.items.empty()) throw problems;
+  return suffixes;
+}
+
 std::string log_level(const YAML::Node& node) {
   static const std::vector<std::string> levels = {"trace", "debug", "info", "warn", "error"};
   const std::string expected = "one of trace, debug, info, warn, error";
@@ -177,6 +203,8 @@ const std::vector<KnownKey>& known_keys() {
   static const std::vector<KnownKey> keys = {
       {"layout.depth", [](Config& c, const YAML::Node& v) { c.layout.depth = int_in_range(v, 1, 8); }},
       {"layout.keep", [](Config& c, const YAML::Node& v) { c.layout.keep = glob_list(v); }},
+      {"layout.group-suffixes",
+       [](Config& c, const YAML::Node& v) { c.layout.group_suffixes = suffix_list(v); }},
       {"index.flush-interval",
        [](Config& c, const YAML::Node& v) { c.index.flush_interval = duration_in_range(v, 10ms, 1h); }},
       {"fuse.threads", [](Config& c, const YAML::Node& v) { c.fuse.threads = int_in_range(v, 1, 64); }},
@@ -474,6 +502,9 @@ std::string to_yaml(const Config& config) {
   out << YAML::Key << "depth" << YAML::Value << config.layout.depth << YAML::Comment("1..8");
   out << YAML::Key << "keep" << YAML::Value << YAML::Flow << YAML::BeginSeq;
   for (const std::string& glob : config.layout.keep) out << glob;
+  out << YAML::EndSeq;
+  out << YAML::Key << "group-suffixes" << YAML::Value << YAML::Flow << YAML::BeginSeq;
+  for (const std::string& suffix : config.layout.group_suffixes) out << suffix;
   out << YAML::EndSeq << YAML::EndMap;
 
   out << YAML::Key << "index" << YAML::Value << YAML::BeginMap;
