@@ -112,6 +112,13 @@ void Filesystem::fill_attr(const Inode& inode, struct stat& st) const {
   }
 }
 
+namespace {
+bool is_evicting(LiveArtifact& live) {
+  std::lock_guard lock(live.mutex);
+  return live.evicted;
+}
+}  // namespace
+
 int Filesystem::do_lookup(const InodePtr& parent, const std::string& name, fuse_entry_param& e, InodePtr* out,
                           bool count_lookup) {
   std::memset(&e, 0, sizeof e);
@@ -173,6 +180,15 @@ int Filesystem::do_lookup(const InodePtr& parent, const std::string& name, fuse_
   std::shared_ptr<LiveArtifact> live;
   if (artifact_id) live = artifacts_.get(*artifact_id);
   else if (parent_artifact) live = parent_artifact;
+  if (artifact_id && is_evicting(*live)) {
+    // Being evicted: a member of a group not yet moved is already absent,
+    // like the ones that are (not cached: should the eviction fail, it is
+    // there again).
+    close(fd);
+    e.ino = 0;
+    e.entry_timeout = 0;
+    return 0;
+  }
 
   InodePtr inode = inodes_.remember(parent, name, st, fd, [&](const InodePtr& child, const Inode& p) {
     child->depth = p.depth + 1;
