@@ -102,6 +102,7 @@ std::optional<index::ArtifactId> Filesystem::adopt(const std::string& path, int 
 
 int Filesystem::finish_create(const InodePtr& parent, int parent_fd, const char* name, fuse_entry_param& e,
                               InodePtr* out) {
+  watch_.record(parent->ino);  // a name made (namespace_watch.hpp)
   struct stat st;
   if (fstatat(parent_fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) return errno;
   InodePtr inode;
@@ -346,7 +347,9 @@ quota::EvictOutcome Filesystem::evict(index::ArtifactId id, index::Usage& freed,
   // The kernel may know the entry (and have the parent's listing cached)
   // without our knowing the artifact's root inode: find the parent by inode.
   struct stat parent_st;
-  InodePtr parent = fstat(parent_fd, &parent_st) == 0 ? inodes_.find_backing(parent_st.st_ino) : nullptr;
+  const bool parent_stat = fstat(parent_fd, &parent_st) == 0;
+  InodePtr parent = parent_stat ? inodes_.find_backing(parent_st.st_ino) : nullptr;
+  if (parent_stat) watch_.record(parent_st.st_ino);  // a name gone (namespace_watch.hpp)
   close(parent_fd);
   // The kernel has a dentry for the name only if it holds the inode the name
   // led to (every LOOKUP, READDIRPLUS entry and create counts in nlookup).
