@@ -81,6 +81,14 @@ def publish_group(d: Path, key: str, rnd: random.Random, siginfo_first: bool = F
     write(d / (key + ".sig"), rnd.randbytes(600))
 
 
+def publish_groups(m: harness.Mount, count: int, seed: int) -> list[str]:
+    rnd = random.Random(seed)
+    keys = [key_name(i) for i in range(count)]
+    for k in keys:
+        publish_group(m.mnt / DIR, k, rnd)
+    return keys
+
+
 def group_keys_on_disk(m: harness.Mount) -> dict[str, list[str]]:
     """Key -> members present in STORE/data, by the suffix rule."""
     out: dict[str, list[str]] = {}
@@ -237,10 +245,7 @@ def test_members_are_one_artifact(sstate):
 def test_groups_are_evicted_whole_lru_first(sstate, cfg):
     m = sstate
     d = m.mnt / DIR
-    rnd = random.Random(2)
-    keys = [key_name(i) for i in range(40)]
-    for k in keys:
-        publish_group(d, k, rnd)
+    keys = publish_groups(m, 40, seed=2)
     assert m.totals()["total.artifacts"] == len(keys)
     # Past the 2 s during which a just-written artifact counts as being
     # written (never evicted by a routine cleanup), the oldest ten are used
@@ -271,11 +276,7 @@ def test_groups_are_evicted_whole_lru_first(sstate, cfg):
 @pytest.mark.parametrize("delay", [0.0, 0.01, 0.05])
 def test_kill9_mid_eviction_leaves_whole_groups(sstate, cfg, delay):
     m = sstate
-    d = m.mnt / DIR
-    rnd = random.Random(3)
-    keys = [key_name(i) for i in range(150)]
-    for k in keys:
-        publish_group(d, k, rnd)
+    keys = publish_groups(m, 150, seed=3)
     time.sleep(0.3)
     write_config(cfg, "64K")
     os.kill(m.pid, signal.SIGHUP)
