@@ -11,6 +11,7 @@
 #include <climits>
 #include <cstring>
 #include <set>
+#include <unordered_map>
 
 #include "fs/artifact_groups.hpp"
 #include "fs/beneath.hpp"
@@ -239,6 +240,29 @@ std::shared_ptr<void> Filesystem::prepare(const std::vector<index::ArtifactId>& 
   }
 }
 
+std::unordered_map<ino_t, index::ArtifactId> Filesystem::linked_elsewhere(LiveArtifact& live,
+                                                                          index::ArtifactId id) const {
+  std::vector<InodePtr> files;
+  {
+    std::lock_guard lock(live.mutex);
+    for (const auto& weak : live.members) {
+      if (InodePtr inode = weak.lock(); inode && inode->type != S_IFDIR) files.push_back(std::move(inode));
+    }
+  }
+  std::unordered_map<ino_t, index::ArtifactId> out;
+  for (const InodePtr& inode : files) {
+    auto links = index_.links(inode->ino);  // only files with several names have a link record
+    if (!links) continue;
+    for (const auto& [owner, count] : *links) {
+      if (owner != id && owner != index::kOutside && count > 0) {
+        out.emplace(inode->ino, owner);
+        break;
+      }
+    }
+  }
+  return out;
+}
+
 quota::EvictOutcome Filesystem::evict(index::ArtifactId id, index::Usage& freed, Need need) {
   std::unique_lock ns(namespace_mutex_);
   auto record = index_.get(id);
@@ -293,6 +317,10 @@ quota::EvictOutcome Filesystem::evict(index::ArtifactId id, index::Usage& freed,
   } else if (err == ELOOP || err == EXDEV || err == ENOTDIR) {
     spdlog::error("not evicting {}: its path passes through a symlink or leaves the data tree", record->name);
   }
+  // Files of this artifact with names in another one live on there. Read
+  // before the trash may delete this artifact's names (and update the links).
+  std::unordered_map<ino_t, index::ArtifactId> survivors;
+  if (!err) survivors = linked_elsewhere(*live, id);
   if (!err) err = grouped ? take_group(parent_fd, parent_path, name, id, tops) : trash_.take(parent_fd, name, id);
   if (err != 0) {
     if (parent_fd >= 0) close(parent_fd);
@@ -336,6 +364,14 @@ quota::EvictOutcome Filesystem::evict(index::ArtifactId id, index::Usage& freed,
     {
       std::lock_guard lock(inodes_.mutex());
       if (inode->artifact != live) continue;
+    }
+    // A file with names in other artifacts lives on there: it becomes the
+    // inode of one of them (as when its last name here is unlinked).
+    // A file with names in other artifacts lives on there: it becomes the
+    // inode of one of them (as when its last name here is unlinked).
+    if (auto other = survivors.find(inode->ino); other != survivors.end()) {
+      move_owner(inode->ino, other->second);
+      continue;
     }
     {
       std::lock_guard lock(inode->mutex);

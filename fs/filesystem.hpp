@@ -36,6 +36,7 @@
 #include <optional>
 #include <shared_mutex>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "config/config.hpp"
@@ -283,6 +284,9 @@ class Filesystem final : public quota::Evictor {
   // rename moved them between artifacts.
   void replace_subtree(ino_t top);
   void notify_usage_grew();
+  // Files placed in the artifact being evicted that have names in another
+  // artifact too: inode -> one of those artifacts (eviction moves them there).
+  std::unordered_map<ino_t, index::ArtifactId> linked_elsewhere(LiveArtifact& live, index::ArtifactId id) const;
   // Creation epilogue shared by create, mkdir, symlink and mknod: record,
   // lookup, charge. If the new entry cannot be registered it is removed
   // again before the error goes back, so the tree and the kernel's view
