@@ -41,6 +41,18 @@ struct LiveArtifact {
   std::vector<std::weak_ptr<Inode>> members;  // inodes the table placed in it (some may be gone)
   std::weak_ptr<Inode> root;                  // its top entry, once looked up
   std::atomic<std::int64_t> last_write_ns{0};  // last change of its usage (no lock)
+  // An eviction passed it over because of its leases: the release of the
+  // last one moves protections_ended (guarded by `mutex`).
+  bool eviction_waits = false;
+  // Its latest use recorded by this process, and the last access the kernel
+  // was last given for its root's attributes (ns since the epoch; no lock):
+  // see Filesystem::access_times_changed.
+  std::atomic<std::int64_t> last_use_ns{0};
+  std::atomic<std::int64_t> shown_atime_ns{0};
+
+  // Moves whenever an artifact an eviction passed over for its leases has
+  // none left, or a pin is removed (quota::Evictor::protections_ended).
+  static std::atomic<std::uint64_t> protections_ended;
 
   // Adds an inode to `members` (caller holds `mutex`). Entries of inodes
   // that are gone are pruned whenever the list has doubled since the last

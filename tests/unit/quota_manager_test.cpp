@@ -417,14 +417,15 @@ TEST_CASE("quota: usage_grew wakes the thread, which evicts", "[quota]") {
   std::this_thread::sleep_for(100ms);
   CHECK(store.index->stats().cleanup_runs == 0);
 
-  for (int i = 0; i < 5; ++i) {
+  CHECK(status_of(quota, "quota.cleanup_at_bytes") == "950");  // halfway between target 900 and limit 1000
+  for (int i = 0; i < 4; ++i) {
     store.add("a" + std::to_string(i), 100, ago(24h) + i * 1'000'000'000LL);
     quota.usage_grew();
   }
-  // At the limit, not over it: writes do not wake the thread.
+  // At 900, under the cleanup mark: writes do not wake the thread.
   std::this_thread::sleep_for(50ms);
   CHECK(store.index->stats().cleanup_runs == 0);
-  for (int i = 5; i < 10; ++i) {
+  for (int i = 4; i < 10; ++i) {
     store.add("a" + std::to_string(i), 100, ago(24h) + i * 1'000'000'000LL);
     quota.usage_grew();
   }
