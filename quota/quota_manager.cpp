@@ -350,7 +350,7 @@ int QuotaManager::Impl::make_room_for_write(std::uint64_t bytes) {
   record_run(started, walk.skipped_protected());
   writes_waited_.fetch_add(1, std::memory_order_relaxed);
   if (walk.evicted() > 0) {
-    spdlog::debug("quota: a write of {} bytes made room first: evicted {} artifact(s) ({} bytes); usage {} bytes, "
+    spdlog::info("quota: a write of {} bytes made room first: evicted {} artifact(s) ({} bytes); usage {} bytes, "
                   "limit {}",
                   bytes, walk.evicted(), walk.bytes_freed(), s.usage, bytes_text(s.limits.limit));
   }
