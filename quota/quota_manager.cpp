@@ -229,12 +229,11 @@ QuotaManager::CleanupResult QuotaManager::Impl::cleanup() {
   // Pages as large as a batch: one read (and one Evictor::prepare) per batch.
   EvictionWalk walk(index, evictor, protect_after(s.settings.min_age), s.settings.min_age, Evictor::Need::cleanup,
                     EvictionWalk::kBatchSize);
-  // What evictions leave in the trash is deleted next (check() waits for
-  // it), so the target is a target for the data and the trash left before.
-  const std::uint64_t trash_before = s.usage - s.data;
-  std::uint64_t current = s.usage;
+  // Evicted data still in the trash is being deleted (check() waits for
+  // it): the target is one for the data.
+  std::uint64_t current = s.data;
   while (current > s.limits.target && !stop_requested_.load(std::memory_order_relaxed) && walk.evict_next()) {
-    current = data_usage() + trash_before;
+    current = data_usage();
   }
   walk.commit();
   // An eviction run reads a page of the index per victim; give back what
@@ -419,7 +418,9 @@ void QuotaManager::Impl::run() {
 }
 
 QuotaManager::QuotaManager(index::Index& index, Evictor& evictor, config::QuotaSettings settings)
-    : impl_(std::make_unique<Impl>(index, evictor, std::move(settings))) {}
+    : impl_(std::make_unique<Impl>(index, evictor, std::move(settings))) {
+  impl_->refresh();  // the limits admit_write() checks against, from the first write on
+}
 
 QuotaManager::~QuotaManager() { stop(); }
 
