@@ -53,6 +53,16 @@ index::TimeNs now_ns() {
 // one or two victims.
 constexpr std::size_t kMakeRoomPage = 32;
 
+// While writers are over the limit with nothing to evict, they walk the LRU
+// order again at least this often: artifacts written since the last walk
+// may be evictable (min-age 0) without any protection having ended.
+constexpr std::chrono::seconds kOvershootRewalk{1};
+
+// A cleanup stopped by a protection that has already ended (min-age 0: an
+// artifact used during the walk) is retried after at least this long, so
+// that a stream of uses cannot make the quota thread spin.
+constexpr std::chrono::milliseconds kMinRetry{100};
+
 index::TimeNs protect_after(std::chrono::milliseconds min_age) {
   return now_ns() - std::chrono::duration_cast<std::chrono::nanoseconds>(min_age).count();
 }
@@ -105,8 +115,9 @@ struct QuotaManager::Impl {
 
   // Writers over the limit with nothing left to evict: an overshoot
   // episode, reported once. While it lasts a writer walks the LRU order
-  // again only when a min-age ends (writers_retry_at_) or a protection
-  // ended (Evictor::protections_ended() moved from writers_epoch_).
+  // again only when a min-age ends or kOvershootRewalk passed
+  // (writers_retry_at_), or a protection ended
+  // (Evictor::protections_ended() moved from writers_epoch_).
   std::atomic<bool> over_limit_{false};
   std::atomic<index::TimeNs> writers_retry_at_{0};
   std::atomic<std::uint64_t> writers_epoch_{0};
@@ -359,7 +370,8 @@ int QuotaManager::Impl::make_room_for_write(std::uint64_t bytes) {
     end_overshoot(s.usage);
     return 0;
   }
-  writers_retry_at_.store(walk.retry_at());
+  const index::TimeNs rewalk = now_ns() + std::chrono::duration_cast<std::chrono::nanoseconds>(kOvershootRewalk).count();
+  writers_retry_at_.store(walk.retry_at() != 0 ? std::min(walk.retry_at(), rewalk) : rewalk);
   writers_epoch_.store(epoch);
   begin_overshoot(s, bytes);
   return verdict_over_limit(s.usage, bytes);
@@ -399,7 +411,8 @@ void QuotaManager::Impl::run() {
     // protection that stopped the last cleanup ends, if sooner.
     std::chrono::nanoseconds wait = settings().check_interval;
     if (const index::TimeNs retry_at = cleanup_retry_at_.load(); retry_at != 0) {
-      wait = std::clamp(std::chrono::nanoseconds(retry_at - now_ns() + 1'000'000), std::chrono::nanoseconds(0), wait);
+      wait = std::clamp(std::chrono::nanoseconds(retry_at - now_ns() + 1'000'000),
+                        std::chrono::nanoseconds(kMinRetry), std::max<std::chrono::nanoseconds>(wait, kMinRetry));
     }
     {
       std::unique_lock lock(wake_mutex_);
