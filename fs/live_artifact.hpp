@@ -3,7 +3,9 @@
 //
 // CONCURRENCY MODEL
 // `ArtifactRegistry::mutex_` guards the id -> LiveArtifact map.
-// `LiveArtifact::mutex` guards leases, evicted and members. An eviction
+// `LiveArtifact::mutex` guards leases, evicted, eviction_waits and members;
+// the times (last write, last use, shown atime) and the static
+// protections_ended counter are atomics. An eviction
 // takes the artifact's mutex, checks that no lease is held and sets evicted;
 // a lease taken before that wins, a lease asked for after it fails. Lock
 // order: InodeTable mutex, then ArtifactRegistry::mutex_, then
