@@ -207,6 +207,8 @@ const std::vector<KnownKey>& known_keys() {
        [](Config& c, const YAML::Node& v) { c.layout.group_suffixes = suffix_list(v); }},
       {"index.flush-interval",
        [](Config& c, const YAML::Node& v) { c.index.flush_interval = duration_in_range(v, 10ms, 1h); }},
+      {"index.atime-precision",
+       [](Config& c, const YAML::Node& v) { c.index.atime_precision = duration_in_range(v, 0ms, 24h); }},
       {"fuse.threads", [](Config& c, const YAML::Node& v) { c.fuse.threads = int_in_range(v, 1, 64); }},
       {"fuse.entry-timeout",
        [](Config& c, const YAML::Node& v) { c.fuse.entry_timeout = duration_in_range(v, 0ms, 24h * 30); }},
@@ -233,6 +235,7 @@ const std::vector<KnownKey>& known_keys() {
       {"quota.min-age", [](Config& c, const YAML::Node& v) { c.quota.min_age = duration_in_range(v, 0ms, 24h * 365); }},
       {"quota.check-interval",
        [](Config& c, const YAML::Node& v) { c.quota.check_interval = duration_in_range(v, 100ms, 24h); }},
+      {"quota.hard-limit", [](Config& c, const YAML::Node& v) { c.quota.hard_limit = boolean(v); }},
       {"control.group",
        [](Config& c, const YAML::Node& v) {
          c.control.group = v.IsNull() ? "" : scalar_text(v, "a group name or a numeric gid");
@@ -510,6 +513,8 @@ std::string to_yaml(const Config& config) {
   out << YAML::Key << "index" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "flush-interval" << YAML::Value << format_duration(config.index.flush_interval)
       << YAML::Comment("10ms..1h");
+  out << YAML::Key << "atime-precision" << YAML::Value << format_duration(config.index.atime_precision)
+      << YAML::Comment("0ms..24h; 0: stat shows every flushed access");
   out << YAML::EndMap;
 
   out << YAML::Key << "fuse" << YAML::Value << YAML::BeginMap;
@@ -532,6 +537,8 @@ std::string to_yaml(const Config& config) {
       << YAML::Comment("0.5..1.0");
   out << YAML::Key << "min-age" << YAML::Value << format_duration(config.quota.min_age);
   out << YAML::Key << "check-interval" << YAML::Value << format_duration(config.quota.check_interval);
+  out << YAML::Key << "hard-limit" << YAML::Value << config.quota.hard_limit
+      << YAML::Comment("true: ENOSPC instead of going over the limit");
   out << YAML::EndMap;
 
   out << YAML::Key << "control" << YAML::Value << YAML::BeginMap;

@@ -36,6 +36,10 @@ struct Layout {
 
 struct IndexSettings {
   std::chrono::milliseconds flush_interval{1000};  // bound on lost access times after a crash
+  // `stat` of an artifact root shows a new last access once the one the
+  // kernel has is this much older (like relatime); 0: after every flush.
+  // The index's own order is exact whatever this says.
+  std::chrono::milliseconds atime_precision{std::chrono::seconds(60)};
 };
 
 struct FuseSettings {
@@ -52,6 +56,9 @@ struct QuotaSettings {
   double low_watermark = 0.9;               // once over, evict down to this fraction of the limit
   std::chrono::milliseconds min_age{std::chrono::minutes(10)};
   std::chrono::milliseconds check_interval{std::chrono::seconds(10)};
+  // When nothing more can be evicted: false lets writes go on over the limit
+  // (reported), true refuses them with ENOSPC. min-free holds either way.
+  bool hard_limit = false;
 };
 
 // Who may steer the cache (pin, unpin and the control operations): root,

@@ -145,6 +145,8 @@ std::chrono::milliseconds parse_duration(const std::string& text) {
   auto parsed = split_number(body);
   if (!parsed) throw std::invalid_argument("not a duration: " + quoted(text) + " (" + std::string(duration_help) + ")");
   if (parsed->unit.empty()) {
+    // Zero is zero in every unit ("min-age: 0", "atime-precision: 0").
+    if (parsed->number == 0) return std::chrono::milliseconds(0);
     // A bare number is ambiguous (seconds? milliseconds?); guessing wrong
     // by a factor of 1000 is worse than asking.
     throw std::invalid_argument("duration " + quoted(text) + " has no unit (" + std::string(duration_help) + ")");

@@ -224,6 +224,17 @@ quota::SpaceInfo Filesystem::backing_space() {
 
 void Filesystem::wait_for_deletions() { trash_.drain(); }
 
+std::uint64_t Filesystem::pending_deletion_bytes() { return trash_.pending_bytes(); }
+
+std::uint64_t Filesystem::protections_ended() { return LiveArtifact::protections_ended.load(); }
+
+index::TimeNs Filesystem::write_grace_ends(index::ArtifactId id) {
+  auto live = artifacts_.find(id);
+  if (!live) return 0;
+  return live->last_write_ns.load(std::memory_order_relaxed) +
+         std::chrono::duration_cast<std::chrono::nanoseconds>(kWriteGrace).count();
+}
+
 std::shared_ptr<void> Filesystem::prepare(const std::vector<index::ArtifactId>& candidates) {
   // One write for a page of candidates instead of one per eviction: evict()
   // then finds each mark made (begin_change writes only rows not yet
@@ -270,9 +281,14 @@ quota::EvictOutcome Filesystem::evict(index::ArtifactId id, index::Usage& freed,
   std::shared_ptr<LiveArtifact> live = artifacts_.get(id);
   {
     std::lock_guard lock(live->mutex);
+    if (live->leases > 0) {
+      live->eviction_waits = true;  // its last release tells the quota (protections_ended)
+      return quota::EvictOutcome::in_use;
+    }
+    // A routine cleanup leaves a half-written artifact alone for a while; a
+    // writer that needs the room takes it in its LRU turn.
     auto since_write = std::chrono::nanoseconds(now_ns() - live->last_write_ns.load(std::memory_order_relaxed));
-    bool being_written = need == Need::cleanup && since_write < kWriteGrace;
-    if (live->leases > 0 || being_written) return quota::EvictOutcome::in_use;
+    if (need == Need::cleanup && since_write < kWriteGrace) return quota::EvictOutcome::recently_written;
     live->evicted = true;  // from here on every lease on it fails
   }
   // Changed set: marked before the rename takes it out of the tree, held
@@ -321,7 +337,12 @@ quota::EvictOutcome Filesystem::evict(index::ArtifactId id, index::Usage& freed,
   // before the trash may delete this artifact's names (and update the links).
   std::unordered_map<ino_t, index::ArtifactId> survivors;
   if (!err) survivors = linked_elsewhere(*live, id);
-  if (!err) err = grouped ? take_group(parent_fd, parent_path, name, id, tops) : trash_.take(parent_fd, name, id);
+  // The trash counts the bytes it holds until they are deleted (usage).
+  const auto trash_bytes = static_cast<std::uint64_t>(std::max<std::int64_t>(0, record->usage.disk_bytes));
+  if (!err) {
+    err = grouped ? take_group(parent_fd, parent_path, name, id, tops, trash_bytes)
+                  : trash_.take(parent_fd, name, id, trash_bytes);
+  }
   if (err != 0) {
     if (parent_fd >= 0) close(parent_fd);
     std::lock_guard lock(live->mutex);
@@ -423,10 +444,28 @@ quota::EvictOutcome Filesystem::evict(index::ArtifactId id, index::Usage& freed,
   return quota::EvictOutcome::evicted;
 }
 
+void Filesystem::drop_idle_pages() {
+  for (const InodePtr& inode : long_held_.take_idle(now_ns(), flush_interval_ns_)) {
+    notifier_.contents_changed(inode->node);
+  }
+}
+
 void Filesystem::access_times_changed(const std::vector<index::ArtifactId>& ids) {
+  drop_idle_pages();
   for (index::ArtifactId id : ids) {
     auto live = artifacts_.find(id);
     if (!live) continue;
+    // Like relatime: the kernel's cached attributes of the root (its st_atime
+    // is the last access) are refreshed only once they are older than
+    // index.atime-precision. Each refresh costs a GETATTR at the next
+    // open below the root (default_permissions checks the cached mode), so
+    // without this every open would cost three round trips. The index's
+    // order is exact whatever `stat` shows.
+    if (atime_precision_ns_ > 0 && live->last_use_ns.load(std::memory_order_relaxed) -
+                                           live->shown_atime_ns.load(std::memory_order_relaxed) <
+                                       atime_precision_ns_) {
+      continue;
+    }
     std::vector<InodePtr> roots;
     {
       std::lock_guard lock(live->mutex);

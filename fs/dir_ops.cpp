@@ -32,6 +32,7 @@ int Filesystem::opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   }
   handle->inode = inode;
   record_use(held.lease);
+  track_handle(handle->use, inode, held.lease);
   handle->lease = std::move(held.lease);
   // Listings may be cached by the kernel: changes through the mount update
   // that cache, and evictions invalidate it (Notifier::contents_changed).
@@ -47,6 +48,7 @@ int Filesystem::opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 
 int Filesystem::readdir(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi, bool plus) {
   DirHandle* d = DirHandle::of(fi);
+  note_read(d->use, d->lease);
   std::vector<char> buf(size);
   size_t used = 0;
   int err = 0;

@@ -3,6 +3,7 @@
 // memory (no LMDB write) and reads are answered from the backing fd by
 // splice where the kernel allows. Concurrency: see filesystem.hpp.
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -21,8 +22,26 @@ namespace artifactfs::fs {
 // Memory only: the flush thread commits it (see index.hpp).
 void Filesystem::record_use(const Lease& lease) {
   if (!lease.artifact()) return;
-  index_.record_access(lease.artifact()->id, now_ns());
+  const index::TimeNs now = now_ns();
+  index_.record_access(lease.artifact()->id, now);
   index_.count(index::Stat::hits);
+  lease.artifact()->last_use_ns.store(now, std::memory_order_relaxed);
+}
+
+void Filesystem::track_handle(HandleUse& use, const InodePtr& inode, const Lease& lease) {
+  if (lease.artifact()) long_held_.add(use, inode, now_ns());
+}
+
+void Filesystem::note_read(HandleUse& use, const Lease& lease) {
+  if (!use.list) return;
+  if (use.inode->pages_dropped.load(std::memory_order_relaxed)) {
+    use.inode->pages_dropped.store(false, std::memory_order_relaxed);
+  }
+  const index::TimeNs now = now_ns();
+  index::TimeNs last = use.last_use_ns.load(std::memory_order_relaxed);
+  // One use per flush interval and handle, however many reads: the
+  // exchange lets one of concurrent reads record it.
+  if (now - last >= flush_interval_ns_ && use.last_use_ns.compare_exchange_strong(last, now)) record_use(lease);
 }
 
 namespace {
@@ -83,6 +102,7 @@ int Filesystem::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   handle->writable = (flags & O_ACCMODE) != O_RDONLY;
   handle->inode = inode;
   record_use(held.lease);
+  track_handle(handle->use, inode, held.lease);
   handle->lease = std::move(held.lease);
   if (flags & O_TRUNC) recharge(inode, fd);
 
@@ -106,6 +126,10 @@ int Filesystem::create(fuse_req_t req, fuse_ino_t parent_ino, const char* name, 
   const InodePtr& parent = changing.inode;
   const int parent_fd = changing.fd;
   if (int err = check_new_name(*parent, name)) return err;
+  // Before the namespace lock: making room evicts, which takes it.
+  if (quota_) {
+    if (int err = quota_->admit_write(0)) return err;
+  }
 
   std::unique_lock ns(namespace_mutex_);
   index::Index::Change change = mark_entry(*parent, name);  // changed set (changes.cpp)
@@ -152,6 +176,7 @@ int Filesystem::create(fuse_req_t req, fuse_ino_t parent_ino, const char* name, 
   handle->inode = inode;
   handle->lease = lease_for(*inode);
   record_use(handle->lease);
+  track_handle(handle->use, inode, handle->lease);
   fi->keep_cache = 1;
   fi->fh = reinterpret_cast<std::uint64_t>(handle.release());
   if (fuse_reply_create(req, &e, fi) != 0) {
@@ -162,9 +187,11 @@ int Filesystem::create(fuse_req_t req, fuse_ino_t parent_ino, const char* name, 
 }
 
 int Filesystem::read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) {
+  Handle* handle = Handle::of(fi);
+  note_read(handle->use, handle->lease);
   fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
   buf.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
-  buf.buf[0].fd = Handle::of(fi)->fd;
+  buf.buf[0].fd = handle->fd;
   buf.buf[0].pos = off;
   fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
   return 0;
@@ -172,8 +199,12 @@ int Filesystem::read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_fi
 
 int Filesystem::write_buf(fuse_req_t req, fuse_ino_t, fuse_bufvec* in, off_t off, fuse_file_info* fi) {
   Handle* handle = Handle::of(fi);
-  index::Index::Change change = mark_inode(*handle->inode);  // changed set (changes.cpp)
   size_t size = fuse_buf_size(in);
+  // Room first if this write would take usage over the limit (quota_manager.hpp).
+  if (quota_) {
+    if (int err = quota_->admit_write(size)) return err;
+  }
+  index::Index::Change change = mark_inode(*handle->inode);  // changed set (changes.cpp)
   ssize_t written = -1;
   for (int attempt = 0;; ++attempt) {
     fuse_bufvec out = FUSE_BUFVEC_INIT(size);
@@ -219,6 +250,9 @@ int Filesystem::fsync(fuse_req_t req, fuse_ino_t, int datasync, fuse_file_info* 
 
 int Filesystem::fallocate(fuse_req_t req, fuse_ino_t, int mode, off_t offset, off_t length, fuse_file_info* fi) {
   Handle* handle = Handle::of(fi);
+  if (quota_ && !(mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_COLLAPSE_RANGE))) {
+    if (int err = quota_->admit_write(static_cast<std::uint64_t>(length))) return err;
+  }
   index::Index::Change change = mark_inode(*handle->inode);  // changed set (changes.cpp)
   int rc = ::fallocate(handle->fd, mode, offset, length);
   if (rc != 0 && errno == ENOSPC && quota_ && quota_->make_room(static_cast<std::uint64_t>(length))) {

@@ -15,6 +15,7 @@
 // it; the subtree walk of a rename between artifacts runs before it is
 // taken and is checked under it (namespace_watch.hpp), so that a large move
 // does not stop every other name change for the length of a walk.
+// LongHeldHandles has a leaf lock of its own (long_held.hpp).
 // `ownership_mutex_` is held shared by recharge() (after writes) and
 // exclusively by unlink, link and the renames that move entries between
 // artifacts, which change an inode's owners or link counts. Lock
@@ -43,6 +44,7 @@
 #include "fs/inode.hpp"
 #include "fs/live_artifact.hpp"
 #include "fs/namespace_watch.hpp"
+#include "fs/long_held.hpp"
 #include "fs/tree_walk.hpp"
 #include "index/index.hpp"
 #include "quota/quota_manager.hpp"
@@ -78,6 +80,9 @@ class Filesystem final : public quota::Evictor {
   std::shared_ptr<void> prepare(const std::vector<index::ArtifactId>& candidates) override;
   quota::SpaceInfo backing_space() override;
   void wait_for_deletions() override;
+  std::uint64_t pending_deletion_bytes() override;
+  std::uint64_t protections_ended() override;
+  index::TimeNs write_grace_ends(index::ArtifactId id) override;
   // Called by the flush thread after access times were committed, so that
   // `ls -lut` shows them despite long attribute timeouts.
   void access_times_changed(const std::vector<index::ArtifactId>& ids);
@@ -126,8 +131,17 @@ class Filesystem final : public quota::Evictor {
     int fd = -1;
   };
   int hold(fuse_ino_t ino, Held& out);  // errno, or 0
-  // An open or opendir inside an artifact: its last access and a hit.
+  // An open, opendir or touch inside an artifact: its last access and a hit.
   void record_use(const Lease& lease);
+  // After an open or opendir inside an artifact (fs/long_held.hpp).
+  void track_handle(HandleUse& use, const InodePtr& inode, const Lease& lease);
+  // A read or readdir the daemon serves: the inode's pages are cached
+  // again, and through a handle held for longer than a flush interval it
+  // is a use.
+  void note_read(HandleUse& use, const Lease& lease);
+  // Each flush interval: drops the cached pages of inodes held open without
+  // a use seen for a flush interval, so that their next read is seen.
+  void drop_idle_pages();
   // After an unlink or a replacing rename: drops the node table's entry of
   // an inode whose last name `removed` (its lstat before) was.
   void forget_place(const struct stat& removed);
@@ -272,7 +286,7 @@ class Filesystem final : public quota::Evictor {
   // Moves every member of a group into the trash at once (group_eviction.hpp);
   // 0 or an errno, with nothing moved.
   int take_group(int parent_fd, const std::string& parent_path, const std::string& key, index::ArtifactId id,
-                 std::vector<std::string>& members);
+                 std::vector<std::string>& members, std::uint64_t trash_bytes);
   Role role_of_child(const Inode& parent, const std::string& name) const;
   // ENAMETOOLONG if `name` is over NAME_MAX, or would make an artifact whose
   // path the index cannot key; else 0. Checked before any backing change.
@@ -330,6 +344,10 @@ class Filesystem final : public quota::Evictor {
   // entries between artifacts: owners and link counts of an inode cannot
   // change under a charge.
   std::shared_mutex ownership_mutex_;
+  LongHeldHandles long_held_;
+  const std::int64_t flush_interval_ns_;
+  const std::int64_t atime_precision_ns_;
+  std::atomic<std::uint64_t> getattr_requests_{0};  // since the mount (stats.getattr_requests)
   quota::QuotaManager* quota_ = nullptr;
   StatusProvider status_provider_;
   double entry_timeout_;

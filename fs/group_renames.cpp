@@ -79,13 +79,13 @@ void Filesystem::charge_group_exchanged(const InodePtr& parent, const std::strin
 }
 
 int Filesystem::take_group(int parent_fd, const std::string& parent_path, const std::string& key,
-                           index::ArtifactId id, std::vector<std::string>& members) {
+                           index::ArtifactId id, std::vector<std::string>& members, std::uint64_t trash_bytes) {
   if (staging_fd_ < 0) return EIO;
   std::string staged;
   if (int err = stage_group(staging_fd_, parent_fd, parent_path, members, id, staged)) return err;
   // Out of the data tree now, all of them. Should moving the staged
   // directory into the trash fail, the next mount does it.
-  if (int err = trash_.take(staging_fd_, staged, id)) {
+  if (int err = trash_.take(staging_fd_, staged, id, trash_bytes)) {
     spdlog::error("evicted {}{}{}, but could not move it into the trash ({}); the next mount deletes it",
                   parent_path, parent_path.empty() ? "" : "/", key, std::strerror(err));
   }

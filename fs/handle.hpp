@@ -9,6 +9,7 @@
 
 #include "fs/inode.hpp"
 #include "fs/live_artifact.hpp"
+#include "fs/long_held.hpp"
 
 namespace artifactfs::fs {
 
@@ -17,6 +18,7 @@ struct Handle {
   bool writable = false;
   InodePtr inode;
   Lease lease;  // keeps the artifact from being evicted while open
+  HandleUse use;  // listed in LongHeldHandles while open inside an artifact
 
   static Handle* of(const fuse_file_info* fi) { return reinterpret_cast<Handle*>(fi->fh); }
 };
@@ -28,6 +30,7 @@ struct DirHandle {
   dirent* entry = nullptr;  // read but not yet returned (did not fit)
   InodePtr inode;
   Lease lease;
+  HandleUse use;  // listed in LongHeldHandles while open inside an artifact
 
   static DirHandle* of(const fuse_file_info* fi) { return reinterpret_cast<DirHandle*>(fi->fh); }
 };

@@ -105,6 +105,9 @@ struct Inode {
   index::Usage accounted;      // this inode's usage as the index currently counts it
   bool gone = false;           // unlinked everywhere, or its artifact was evicted
   std::atomic<bool> fd_recent{false};  // used since the CLOCK hand last passed
+  // The kernel was asked to drop its cached pages, and the daemon has not
+  // served a read of it since (fs/long_held.hpp; no lock).
+  std::atomic<bool> pages_dropped{false};
 
   // Guarded by InodeTable::mutex_.
   std::uint64_t nlookup = 0;

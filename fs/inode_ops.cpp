@@ -45,6 +45,8 @@ Filesystem::Filesystem(int data_fd, Trash& trash, Notifier& notifier, index::Ind
       index_(index),
       config_(config),
       inodes_(open_path_fd(data_fd, "."), stat_ino(data_fd), max_open_nodes, data_fd),
+      flush_interval_ns_(std::chrono::duration_cast<std::chrono::nanoseconds>(config.index.flush_interval).count()),
+      atime_precision_ns_(std::chrono::duration_cast<std::chrono::nanoseconds>(config.index.atime_precision).count()),
       entry_timeout_(std::chrono::duration<double>(config.fuse.entry_timeout).count()),
       attr_timeout_(std::chrono::duration<double>(config.fuse.attr_timeout).count()) {
   if (has_groups(config_.layout)) {
@@ -109,6 +111,8 @@ void Filesystem::fill_attr(const Inode& inode, struct stat& st) const {
   if (auto record = index_.get(artifact->id)) {
     st.st_atim.tv_sec = record->last_access / 1'000'000'000;
     st.st_atim.tv_nsec = record->last_access % 1'000'000'000;
+    // What the kernel will show until told otherwise (access_times_changed).
+    artifact->shown_atime_ns.store(record->last_access, std::memory_order_relaxed);
   }
 }
 
@@ -302,6 +306,7 @@ InodePtr Filesystem::resolve_node(std::uint64_t node) {
 }
 
 int Filesystem::getattr(fuse_req_t req, fuse_ino_t ino) {
+  getattr_requests_.fetch_add(1, std::memory_order_relaxed);
   InodePtr inode = inode_of(ino);
   if (!inode) return ESTALE;
   NodeFd fd = node_fd(inode);
@@ -374,6 +379,9 @@ int Filesystem::setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int t
   if (fstat(fd, &st) != 0) return errno;
   as.reset();  // the daemon's rights again for the accounting
   if (to_set & FUSE_SET_ATTR_SIZE) recharge(inode);
+  // Setting the times is how many tools mark a cache hit (touch; Bazel's
+  // disk cache does it without opening the file): a use of the artifact.
+  if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) record_use(held.lease);
   fill_attr(*inode, st);
   fuse_reply_attr(req, &st, attr_timeout_);
   return 0;

@@ -4,6 +4,8 @@
 
 namespace artifactfs::fs {
 
+std::atomic<std::uint64_t> LiveArtifact::protections_ended{0};
+
 void LiveArtifact::add_member_locked(const std::shared_ptr<Inode>& inode) {
   if (members.size() >= prune_at_) {
     std::erase_if(members, [](const std::weak_ptr<Inode>& m) { return m.expired(); });
@@ -82,8 +84,13 @@ Lease::~Lease() { release(); }
 
 void Lease::release() {
   if (!artifact_) return;
-  std::lock_guard lock(artifact_->mutex);
-  --artifact_->leases;
+  {
+    std::lock_guard lock(artifact_->mutex);
+    if (--artifact_->leases == 0 && artifact_->eviction_waits) {
+      artifact_->eviction_waits = false;
+      LiveArtifact::protections_ended.fetch_add(1);
+    }
+  }
   artifact_.reset();
 }
 

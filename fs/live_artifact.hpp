@@ -3,7 +3,9 @@
 //
 // CONCURRENCY MODEL
 // `ArtifactRegistry::mutex_` guards the id -> LiveArtifact map.
-// `LiveArtifact::mutex` guards leases, evicted and members. An eviction
+// `LiveArtifact::mutex` guards leases, evicted, eviction_waits and members;
+// the times (last write, last use, shown atime) and the static
+// protections_ended counter are atomics. An eviction
 // takes the artifact's mutex, checks that no lease is held and sets evicted;
 // a lease taken before that wins, a lease asked for after it fails. Lock
 // order: InodeTable mutex, then ArtifactRegistry::mutex_, then
@@ -43,6 +45,18 @@ struct LiveArtifact {
   // (fs/artifact_groups.hpp).
   std::vector<std::weak_ptr<Inode>> roots;
   std::atomic<std::int64_t> last_write_ns{0};  // last change of its usage (no lock)
+  // An eviction passed it over because of its leases: the release of the
+  // last one moves protections_ended (guarded by `mutex`).
+  bool eviction_waits = false;
+  // Its latest use recorded by this process, and the last access the kernel
+  // was last given for its root's attributes (ns since the epoch; no lock):
+  // see Filesystem::access_times_changed.
+  std::atomic<std::int64_t> last_use_ns{0};
+  std::atomic<std::int64_t> shown_atime_ns{0};
+
+  // Moves whenever an artifact an eviction passed over for its leases has
+  // none left, or a pin is removed (quota::Evictor::protections_ended).
+  static std::atomic<std::uint64_t> protections_ended;
 
   // Adds an inode to `members` (caller holds `mutex`). Entries of inodes
   // that are gone are pruned whenever the list has doubled since the last

@@ -81,6 +81,10 @@ int Filesystem::make_node(fuse_req_t req, fuse_ino_t parent_ino, const char* nam
   Held parent;
   if (int err = hold(parent_ino, parent)) return err;
   if (int err = check_new_name(*parent.inode, name)) return err;
+  // Before the namespace lock: making room evicts, which takes it.
+  if (quota_) {
+    if (int err = quota_->admit_write(0)) return err;
+  }
   std::unique_lock ns(namespace_mutex_);
   index::Index::Change change = mark_entry(*parent.inode, name);  // changed set (changes.cpp)
   auto make_as_caller = [&]() -> int {

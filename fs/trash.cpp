@@ -149,7 +149,7 @@ void Trash::stop() {
   workers_.clear();
 }
 
-int Trash::take(int data_fd, const std::string& path, index::ArtifactId id) {
+int Trash::take(int data_fd, const std::string& path, index::ArtifactId id, std::uint64_t bytes) {
   std::string name;
   {
     std::lock_guard lock(mutex_);
@@ -161,10 +161,13 @@ int Trash::take(int data_fd, const std::string& path, index::ArtifactId id) {
     // A full queue spills to the directory: memory stays bounded however far
     // the deleters are behind.
     if (queue_.size() < kQueueMax) {
+      bytes_of_[name] = bytes;
       queue_.push_back(std::move(name));
     } else {
+      spilled_bytes_ += bytes;
       rescan_ = true;
     }
+    pending_bytes_.fetch_add(bytes, std::memory_order_relaxed);
   }
   wake_.notify_one();
   return 0;
@@ -223,7 +226,12 @@ void Trash::run() {
     if (stopping_) return;  // what is left is deleted at the next mount
     std::string name;
     if (!next_name_locked(name)) {
-      if (deleting_.empty()) idle_.notify_all();
+      if (deleting_.empty()) {
+        // Every spilled entry was listed and deleted.
+        pending_bytes_.fetch_sub(spilled_bytes_, std::memory_order_relaxed);
+        spilled_bytes_ = 0;
+        idle_.notify_all();
+      }
       wake_.wait(lock);
       continue;
     }
@@ -232,6 +240,10 @@ void Trash::run() {
     remove_entry(name);
     lock.lock();
     deleting_.erase(name);
+    if (auto it = bytes_of_.find(name); it != bytes_of_.end()) {
+      pending_bytes_.fetch_sub(it->second, std::memory_order_relaxed);
+      bytes_of_.erase(it);
+    }
   }
 }
 

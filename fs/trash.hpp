@@ -36,10 +36,12 @@
 
 #include <dirent.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <mutex>
 #include <set>
 #include <string>
@@ -61,8 +63,9 @@ class Trash {
   Trash& operator=(const Trash&) = delete;
 
   // Moves `path` (relative to data_fd) into the trash in one rename.
+  // `bytes`: its bytes on disk, counted in pending_bytes() until deleted.
   // Returns 0 or an errno.
-  int take(int data_fd, const std::string& path, index::ArtifactId id);
+  int take(int data_fd, const std::string& path, index::ArtifactId id, std::uint64_t bytes = 0);
   // Blocks until everything in the trash is deleted (ENOSPC path).
   void drain();
   // Repairs the index for entries an earlier run left (see above), then
@@ -77,6 +80,9 @@ class Trash {
   // Entries known to wait (queued or being deleted); entries found only by
   // listing the directory are not counted.
   std::uint64_t pending() const;
+  // Bytes on disk of the entries take() was given that are not deleted yet
+  // (entries an earlier run left are not counted). Lock-free.
+  std::uint64_t pending_bytes() const { return pending_bytes_.load(std::memory_order_relaxed); }
 
   static constexpr std::size_t kQueueMax = 8192;
   static constexpr unsigned kDeleters = 2;
@@ -100,6 +106,12 @@ class Trash {
   DIR* listing_ = nullptr;  // the directory stream of the trash
   bool scanning_ = false;   // a listing pass is under way (listing_ is positioned in it)
   std::set<std::string> deleting_;  // names being deleted, at most kDeleters
+  // Bytes of the names queued or being deleted (at most kQueueMax +
+  // kDeleters entries), and of names that spilled to the directory, whose
+  // count ends when a listing pass has deleted everything.
+  std::map<std::string, std::uint64_t> bytes_of_;
+  std::uint64_t spilled_bytes_ = 0;
+  std::atomic<std::uint64_t> pending_bytes_{0};  // their sum, written under mutex_
   // Serialises the deleters' updates of link records (a leaf lock, taken
   // without mutex_).
   std::mutex links_mutex_;

@@ -65,6 +65,9 @@ std::vector<std::pair<std::string, std::string>> Filesystem::synthetic_xattrs(co
     add("stats.cleanup_runs", std::to_string(stats.cleanup_runs));
     add("stats.cleanup_seconds", seconds_text(static_cast<index::TimeNs>(stats.cleanup_ns)));
     add("stats.protected_skips", std::to_string(stats.protected_skips));
+    // Since the mount, not kept in the index: opens should cost none
+    // (index.atime-precision).
+    add("stats.getattr_requests", std::to_string(getattr_requests_.load(std::memory_order_relaxed)));
     if (status_provider_) {
       for (auto& [name, value] : status_provider_()) out.emplace_back(std::string(kPrefix) + name, value);
     }
@@ -215,6 +218,7 @@ int Filesystem::set_pinned(fuse_req_t req, const Inode& inode, bool pinned) {
   auto record = index_.get(live->id);
   if (!record) return ENOENT;
   index_.set_pinned(live->id, pinned);
+  if (!pinned && record->pinned) LiveArtifact::protections_ended.fetch_add(1);  // writers over the limit may evict it
   spdlog::debug("{} {} (uid {})", pinned ? "pinned" : "unpinned", record->name, fuse_req_ctx(req)->uid);
   fuse_reply_err(req, 0);
   return 0;

@@ -458,10 +458,15 @@ std::optional<ArtifactRecord> Index::get(ArtifactId id) const {
 }
 
 std::vector<ArtifactRecord> Index::least_recently_used(std::size_t limit,
-                                                       std::optional<std::pair<TimeNs, ArtifactId>> after) const {
+                                                       std::optional<std::pair<TimeNs, ArtifactId>> after,
+                                                       std::vector<TimeNs>* positions) const {
   auto& m = *impl_;
   if (limit == 0) return {};
-  return m.read_merged([&](const lmdb::Txn& txn) {
+  // Stored positions by id: read_merged may drop records (queued removals)
+  // after the read, so they are matched up afterwards.
+  std::map<ArtifactId, TimeNs> stored;
+  auto records = m.read_merged([&](const lmdb::Txn& txn) {
+    stored.clear();
     std::vector<ArtifactRecord> out;
     lmdb::Cursor cursor(txn, m.lru);
     std::string start;
@@ -485,10 +490,17 @@ std::vector<ArtifactRecord> Index::least_recently_used(std::size_t limit,
       if (rec->last_access != when) {
         m.corrupt("lru key of artifact " + std::to_string(id) + " does not match its last access");
       }
+      if (positions) stored[id] = when;
       out.push_back(std::move(*rec));
     }
     return out;
   });
+  if (positions) {
+    positions->clear();
+    positions->reserve(records.size());
+    for (const auto& rec : records) positions->push_back(stored.at(rec.id));
+  }
+  return records;
 }
 
 void Index::for_each_with_prefix(std::string_view prefix,

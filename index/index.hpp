@@ -155,8 +155,13 @@ class Index {
   // records carry them merged. To page, pass the last_access and id of the
   // last record returned; a merged time newer than the record's stored
   // position is handled (paging resumes from the stored position).
+  // `positions`, if given, receives each record's stored position (the
+  // last access it is ordered by, which a merged time may exceed), so that a
+  // caller can put records with unflushed accesses in their true place
+  // (quota/eviction_walk.hpp) and page on with the stored position.
   std::vector<ArtifactRecord> least_recently_used(std::size_t limit,
-                                                  std::optional<std::pair<TimeNs, ArtifactId>> after = {}) const;
+                                                  std::optional<std::pair<TimeNs, ArtifactId>> after = {},
+                                                  std::vector<TimeNs>* positions = nullptr) const;
   // Visits every artifact whose name starts with `prefix` (name order).
   // Reads in chunks; `fn` runs with no transaction open and may call into
   // the index. Artifacts added or removed during the walk may or may not

@@ -6,11 +6,12 @@
 
 namespace artifactfs::quota {
 
-EvictionWalk::EvictionWalk(index::Index& index, Evictor& evictor, index::TimeNs protect_after, Evictor::Need need,
-                           std::size_t page_size)
+EvictionWalk::EvictionWalk(index::Index& index, Evictor& evictor, index::TimeNs protect_after,
+                           std::chrono::nanoseconds min_age, Evictor::Need need, std::size_t page_size)
     : index_(index),
       evictor_(evictor),
       protect_after_(protect_after),
+      min_age_(min_age),
       need_(need),
       page_size_(std::max<std::size_t>(page_size, 1)) {}
 
@@ -28,52 +29,77 @@ void EvictionWalk::commit() {
   }
 }
 
-bool EvictionWalk::next_record(index::ArtifactRecord& out) {
-  if (position_ == page_.size()) {
-    if (finished_) return false;
-    page_ = index_.least_recently_used(page_size_, cursor_);
-    position_ = 0;
-    // Every eviction of the previous page has returned: its preparation goes.
-    // Only routine cleanups prepare a page: an ENOSPC writer evicts a few
-    // artifacts, on a disk where every page the index writes counts.
-    prepared_.reset();
-    if (!page_.empty() && need_ == Evictor::Need::cleanup) {
-      std::vector<index::ArtifactId> ids;
-      ids.reserve(page_.size());
-      for (const auto& rec : page_) ids.push_back(rec.id);
-      prepared_ = evictor_.prepare(ids);
-    }
-    // A short page is the last one: no need to ask again for an empty one.
-    if (page_.size() < page_size_) finished_ = true;
-    if (page_.empty()) return false;
+bool EvictionWalk::read_page() {
+  if (table_done_) return false;
+  std::vector<index::TimeNs> positions;
+  std::vector<index::ArtifactRecord> page = index_.least_recently_used(page_size_, cursor_, &positions);
+  // A short page is the last one: no need to ask again for an empty one.
+  if (page.size() < page_size_) table_done_ = true;
+  if (page.empty()) return false;
+  cursor_ = std::pair{positions.back(), page.back().id};
+  // The previous page's preparation goes (its candidates still in the heap
+  // are marked again by their own eviction). Only routine cleanups prepare
+  // a page: a writer evicts a few artifacts, on a disk where every page the
+  // index writes counts.
+  prepared_.reset();
+  if (need_ == Evictor::Need::cleanup) {
+    std::vector<index::ArtifactId> ids;
+    ids.reserve(page.size());
+    for (const auto& rec : page) ids.push_back(rec.id);
+    prepared_ = evictor_.prepare(ids);
   }
-  out = std::move(page_[position_++]);
-  cursor_ = std::pair{out.last_access, out.id};
+  for (auto& rec : page) heap_.push({std::move(rec)});
   return true;
+}
+
+bool EvictionWalk::next_record(index::ArtifactRecord& out) {
+  for (;;) {
+    // The heap's oldest is next if no unread record can be older (EXACT
+    // ORDER): unread ones sit after the cursor, and their latest use is at
+    // least where they sit.
+    if (!heap_.empty() &&
+        (table_done_ || std::pair{heap_.top().record.last_access, heap_.top().record.id} <= *cursor_)) {
+      out = heap_.top().record;
+      heap_.pop();
+      return true;
+    }
+    if (!read_page() && heap_.empty()) return false;
+  }
+}
+
+void EvictionWalk::end(index::TimeNs retry_at) {
+  ended_ = true;
+  retry_at_ = retry_at;
+  // What is left in the heap is younger still: never evicted by this walk.
+  heap_ = {};
+  prepared_.reset();
 }
 
 bool EvictionWalk::evict_next() {
   last_bytes_freed_ = 0;
+  if (ended_) return false;
   index::ArtifactRecord candidate;
   while (next_record(candidate)) {
     if (too_young(candidate)) {
-      // The order is by last access, so everything after this one is younger
-      // still: the walk ends here instead of reading the rest of the table.
+      // Everything after this one is younger still: the walk ends here
+      // instead of reading the rest of the table.
       ++skipped_protected_;
-      finished_ = true;
-      page_.clear();
-      position_ = 0;
+      end(candidate.last_access + min_age_.count());
       return false;
     }
     if (candidate.pinned) {
       ++skipped_protected_;
       continue;
     }
-    // The page may be a little stale: a pin set or an open recorded since it
-    // was read must still protect the artifact.
+    // The record may be a little stale: a pin set or a use recorded since it
+    // was read must still count.
     std::optional<index::ArtifactRecord> fresh = index_.get(candidate.id);
     if (!fresh) continue;  // removed by someone else meanwhile
-    if (fresh->pinned || too_young(*fresh)) {
+    if (fresh->last_access > candidate.last_access) {
+      heap_.push({std::move(*fresh)});  // used again: back in its new place
+      continue;
+    }
+    if (fresh->pinned) {
       ++skipped_protected_;
       continue;
     }
@@ -91,6 +117,12 @@ bool EvictionWalk::evict_next() {
       case EvictOutcome::in_use:
         ++skipped_protected_;
         break;
+      case EvictOutcome::recently_written:
+        // Temporary, like min-age: evicting what comes after it would take
+        // an artifact used more recently (WHERE A WALK ENDS).
+        ++skipped_protected_;
+        end(evictor_.write_grace_ends(candidate.id));
+        return false;
       case EvictOutcome::missing:
         spdlog::debug("quota: artifact {} ({}) vanished before it could be evicted", candidate.id, candidate.name);
         break;

@@ -28,6 +28,7 @@ std::uint64_t min_free_bytes(const config::QuotaSettings& settings, const SpaceI
 Limits compute_limits(const config::QuotaSettings& settings, std::uint64_t usage, const SpaceInfo& space) {
   const bool capacity_known = space.capacity_bytes > 0;
   std::uint64_t limit = kNoLimit;
+  std::uint64_t space_limit = kNoLimit;
 
   if (settings.max_size.kind == config::SizeLimit::Kind::bytes ||
       (settings.max_size.kind == config::SizeLimit::Kind::percent && capacity_known)) {
@@ -36,10 +37,12 @@ Limits compute_limits(const config::QuotaSettings& settings, std::uint64_t usage
   if (capacity_known) {
     // What the cache may occupy is what it has plus what is still free, less
     // the reserve: space taken by other users of the disk lowers it.
-    std::uint64_t room = saturating_sub(saturating_add(usage, space.free_bytes), min_free_bytes(settings, space));
-    limit = std::min(limit, room);
+    space_limit = saturating_sub(saturating_add(usage, space.free_bytes), min_free_bytes(settings, space));
+    limit = std::min(limit, space_limit);
   }
-  return {limit, watermark_of(limit, settings.low_watermark)};
+  const std::uint64_t target = watermark_of(limit, settings.low_watermark);
+  const std::uint64_t cleanup_at = limit == kNoLimit ? kNoLimit : target + (limit - target) / 2;
+  return {limit, target, cleanup_at, space_limit};
 }
 
 }  // namespace artifactfs::quota

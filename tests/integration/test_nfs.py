@@ -217,7 +217,8 @@ def drop_caches() -> None:
 @pytest.fixture
 def nfs_mount(mount_factory):
     _require_environment()
-    return mount_factory("m", depth=2, sets=["index.flush-interval=100ms"])
+    # atime-precision 0: the ls -lut check below wants each flushed access shown.
+    return mount_factory("m", depth=2, sets=["index.flush-interval=100ms", "index.atime-precision=0"])
 
 
 @pytest.fixture

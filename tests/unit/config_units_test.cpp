@@ -92,6 +92,7 @@ TEST_CASE("parse_duration requires a unit", "[config][units]") {
   CHECK(parse_duration("0s") == 0ms);
 
   CHECK_THAT(message_of_invalid([] { parse_duration("10"); }), Catch::Contains("no unit") && Catch::Contains("ms, s, m, h or d"));
+  CHECK(parse_duration("0") == std::chrono::milliseconds(0));  // zero needs no unit
   for (const char* bad : {"", "s", "-1s", "10x", "10 minutes", "1h30m", "1e3s"}) {
     INFO("input: '" << bad << "'");
     CHECK_THAT(message_of_invalid([&] { parse_duration(bad); }), Catch::Contains("expected"));

@@ -336,7 +336,7 @@ TEST_CASE("eviction walk: commits its removals per batch and prepares each page 
   index->charge_total({kN * 4096LL, kN, kN});
   QueuedEvictor evictor(*index);
   {
-    q::EvictionWalk walk(*index, evictor, /*protect_after=*/1000 + 2000, q::Evictor::Need::cleanup,
+    q::EvictionWalk walk(*index, evictor, /*protect_after=*/1000 + 2000, std::chrono::nanoseconds(0), q::Evictor::Need::cleanup,
                          q::EvictionWalk::kBatchSize);
     while (walk.evict_next()) {
     }
@@ -353,7 +353,7 @@ TEST_CASE("eviction walk: commits its removals per batch and prepares each page 
 
   // The destructor commits what a walk left queued.
   {
-    q::EvictionWalk walk(*index, evictor, /*protect_after=*/1000 + kN, q::Evictor::Need::cleanup);
+    q::EvictionWalk walk(*index, evictor, /*protect_after=*/1000 + kN, std::chrono::nanoseconds(0), q::Evictor::Need::cleanup);
     REQUIRE(walk.evict_next());
     CHECK(index->queued_removals() == 1);
   }

@@ -48,9 +48,12 @@ class FakeEvictor : public q::Evictor {
  public:
   explicit FakeEvictor(ix::Index& index) : index_(index) {}
 
-  q::EvictOutcome evict(ArtifactId id, ix::Usage& freed, Need) override {
+  q::EvictOutcome evict(ArtifactId id, ix::Usage& freed, Need need) override {
     std::lock_guard lock(mutex_);
     if (in_use_.count(id)) return q::EvictOutcome::in_use;
+    if (auto it = grace_.find(id); it != grace_.end() && need == Need::cleanup && it->second > now_ns()) {
+      return q::EvictOutcome::recently_written;
+    }
     auto record = index_.remove_artifact(id);
     if (!record) return q::EvictOutcome::missing;
     index_.charge_total(-record->usage);
@@ -69,6 +72,25 @@ class FakeEvictor : public q::Evictor {
     pending_free_ = 0;
     ++waits_;
   }
+  std::uint64_t pending_deletion_bytes() override {
+    std::lock_guard lock(mutex_);
+    return pending_free_;
+  }
+  std::uint64_t protections_ended() override {
+    std::lock_guard lock(mutex_);
+    return protections_ended_;
+  }
+  ix::TimeNs write_grace_ends(ArtifactId id) override {
+    std::lock_guard lock(mutex_);
+    auto it = grace_.find(id);
+    return it == grace_.end() ? 0 : it->second;
+  }
+
+  // Written until `ends`: a routine cleanup leaves it alone until then.
+  void set_written(ArtifactId id, ix::TimeNs ends) {
+    std::lock_guard lock(mutex_);
+    grace_[id] = ends;
+  }
 
   void set_space(std::uint64_t capacity, std::uint64_t free) {
     std::lock_guard lock(mutex_);
@@ -78,8 +100,8 @@ class FakeEvictor : public q::Evictor {
     std::lock_guard lock(mutex_);
     if (in_use) {
       in_use_.insert(id);
-    } else {
-      in_use_.erase(id);
+    } else if (in_use_.erase(id) > 0) {
+      ++protections_ended_;
     }
   }
   std::vector<ArtifactId> evicted() {
@@ -95,6 +117,8 @@ class FakeEvictor : public q::Evictor {
   ix::Index& index_;
   std::mutex mutex_;
   std::set<ArtifactId> in_use_;
+  std::map<ArtifactId, ix::TimeNs> grace_;
+  std::uint64_t protections_ended_ = 0;
   q::SpaceInfo space_{1ull << 40, 1ull << 39};  // a roomy disk unless a test says otherwise
   std::uint64_t pending_free_ = 0;
   std::vector<ArtifactId> evicted_;
@@ -417,14 +441,15 @@ TEST_CASE("quota: usage_grew wakes the thread, which evicts", "[quota]") {
   std::this_thread::sleep_for(100ms);
   CHECK(store.index->stats().cleanup_runs == 0);
 
-  for (int i = 0; i < 5; ++i) {
+  CHECK(status_of(quota, "quota.cleanup_at_bytes") == "950");  // halfway between target 900 and limit 1000
+  for (int i = 0; i < 4; ++i) {
     store.add("a" + std::to_string(i), 100, ago(24h) + i * 1'000'000'000LL);
     quota.usage_grew();
   }
-  // At the limit, not over it: writes do not wake the thread.
+  // At 900, under the cleanup mark: writes do not wake the thread.
   std::this_thread::sleep_for(50ms);
   CHECK(store.index->stats().cleanup_runs == 0);
-  for (int i = 5; i < 10; ++i) {
+  for (int i = 4; i < 10; ++i) {
     store.add("a" + std::to_string(i), 100, ago(24h) + i * 1'000'000'000LL);
     quota.usage_grew();
   }
@@ -514,4 +539,142 @@ TEST_CASE("quota: status and describe report the settings and the numbers", "[qu
   CHECK(line.find("max-size 10G (10737418240 bytes)") != std::string::npos);
   CHECK(line.find("min-free 5% (50000 bytes)") != std::string::npos);
   CHECK(line.find("min-age 10m") != std::string::npos);
+}
+
+// --- writers over the limit, the exact order, temporary protections -------
+
+TEST_CASE("quota: a write that would go over the limit evicts least recently used first", "[quota][admit]") {
+  Store store;
+  std::vector<ArtifactId> ids;
+  for (int i = 0; i < 4; ++i) ids.push_back(store.add("a" + std::to_string(i), 1000, ago(24h) + i * 1'000'000'000LL));
+  q::QuotaManager quota(*store.index, store.evictor, settings(4000, 0ms));
+  CHECK(quota.admit_write(0) == 0);  // at the limit, not over it: nothing to do
+  CHECK(store.evictor.evicted().empty());
+  CHECK(quota.admit_write(100) == 0);
+  CHECK(store.evictor.evicted() == std::vector<ArtifactId>{ids[0]});  // just enough, oldest first
+  CHECK(store.evictor.waits() >= 1);  // evicted data deleted before the write goes on
+  CHECK(status_of(quota, "quota.writes_waited") == "1");
+  CHECK(status_of(quota, "quota.over_limit") == "0");
+}
+
+TEST_CASE("quota: the walk orders by the latest use, flushed or not", "[quota][admit]") {
+  Store store;
+  ArtifactId b = store.add("b", 1000, ago(4h));
+  ArtifactId a = store.add("a", 1000, ago(3h));
+  store.add("c", 1000, ago(1h));
+  store.index->flush();
+  // b sits first in the table, but was used two hours ago: not flushed yet.
+  store.index->record_access(b, ago(2h));
+  q::QuotaManager quota(*store.index, store.evictor, settings(3000, 0ms));
+  CHECK(quota.admit_write(500) == 0);
+  CHECK(store.evictor.evicted() == std::vector<ArtifactId>{a});
+  CHECK(store.exists(b));
+}
+
+TEST_CASE("quota: an artifact used again during a walk goes back in its new place", "[quota][admit]") {
+  Store store;
+  std::vector<ArtifactId> ids;
+  for (int i = 0; i < 300; ++i) ids.push_back(store.add("a" + std::to_string(i), 10, ago(24h) + i * 1'000'000'000LL));
+  store.index->flush();
+  // Unflushed uses move the first 100 behind all the others.
+  for (int i = 0; i < 100; ++i) store.index->record_access(ids[i], ago(1h) + i);
+  q::QuotaManager quota(*store.index, store.evictor, settings(3000, 0ms));
+  CHECK(quota.admit_write(1000) == 0);  // 100 artifacts of 10 bytes must go
+  auto evicted = store.evictor.evicted();
+  REQUIRE(evicted.size() == 100);
+  CHECK(evicted == std::vector<ArtifactId>(ids.begin() + 100, ids.begin() + 200));
+}
+
+TEST_CASE("quota: the write grace ends a cleanup's walk; the retry comes when it ends", "[quota][admit]") {
+  Store store;
+  ArtifactId old = store.add("old", 1000, ago(3h));
+  ArtifactId written = store.add("written", 1000, ago(2h));
+  ArtifactId newer = store.add("newer", 1000, ago(1h));
+  const ix::TimeNs grace_ends = now_ns() + 1'500'000'000;
+  store.evictor.set_written(written, grace_ends);
+  q::QuotaManager quota(*store.index, store.evictor, settings(2000, 0ms));  // target 1800: two must go
+  auto result = quota.cleanup();
+  store.evictor.wait_for_deletions();  // as the quota thread does after a cleanup
+  // "newer" was used after "written": taking it instead would break the order.
+  CHECK(store.evictor.evicted() == std::vector<ArtifactId>{old});
+  CHECK_FALSE(result.target_met);
+  CHECK(result.retry_at == grace_ends);
+  CHECK(store.exists(newer));
+  // A writer that needs the room takes it in its LRU turn.
+  CHECK(quota.admit_write(600) == 0);
+  CHECK(store.evictor.evicted() == std::vector<ArtifactId>{old, written});
+}
+
+TEST_CASE("quota: min-age ends a walk; the retry comes when it ends", "[quota][admit]") {
+  Store store;
+  store.add("young", 1000, ago(1min));
+  q::QuotaManager quota(*store.index, store.evictor, settings(500, 10min));
+  auto result = quota.cleanup();
+  CHECK(result.evicted == 0);
+  const ix::TimeNs expected = ago(1min) + std::chrono::nanoseconds(10min).count();
+  CHECK(std::llabs(result.retry_at - expected) < 5'000'000'000LL);
+}
+
+TEST_CASE("quota: nothing left to evict: over the limit once reported, or ENOSPC", "[quota][admit]") {
+  CaptureLog log;
+  Store store;
+  ArtifactId a = store.add("a", 1000, ago(24h));
+  store.index->set_pinned(a, true);
+  q::QuotaManager quota(*store.index, store.evictor, settings(1000, 0ms));
+  CHECK(quota.admit_write(100) == 0);  // soft limit: goes on, reported
+  CHECK(status_of(quota, "quota.over_limit") == "1");
+  CHECK(status_of(quota, "quota.overshoot_episodes") == "1");
+  CHECK(status_of(quota, "quota.peak_overshoot_bytes") == "100");
+  const auto skips = store.index->stats().protected_skips;
+  for (int i = 0; i < 10; ++i) CHECK(quota.admit_write(100) == 0);
+  CHECK(store.index->stats().protected_skips == skips);  // no walk until a protection ends
+  CHECK(status_of(quota, "quota.writes_over_limit") == "11");
+  CHECK(log.warnings() == 1);
+
+  auto hard = settings(1000, 0ms);
+  hard.hard_limit = true;
+  quota.update(hard);
+  CHECK(quota.admit_write(100) == ENOSPC);
+  CHECK(quota.admit_write(0) == 0);  // at the limit: nothing more is added
+  CHECK(status_of(quota, "quota.writes_refused") == "1");
+  CHECK(status_of(quota, "quota.hard_limit") == "1");
+  CHECK(store.exists(a));
+}
+
+TEST_CASE("quota: min-free is the floor even without a hard limit", "[quota][admit]") {
+  Store store;
+  ArtifactId a = store.add("a", 1000, ago(24h));
+  store.index->set_pinned(a, true);
+  auto s = settings(0, 0ms);
+  s.max_size = {};  // unlimited
+  s.min_free = {cfg::SizeLimit::Kind::bytes, 500, 0};
+  store.evictor.set_space(100'000, 600);  // limit 1000 + 600 - 500 = 1100
+  q::QuotaManager quota(*store.index, store.evictor, s);
+  CHECK(quota.admit_write(100) == 0);
+  CHECK(quota.admit_write(200) == ENOSPC);
+}
+
+TEST_CASE("quota: a protection that ends lets a writer over the limit evict again", "[quota][admit]") {
+  Store store;
+  ArtifactId a = store.add("a", 1000, ago(24h));
+  store.evictor.set_in_use(a, true);
+  q::QuotaManager quota(*store.index, store.evictor, settings(1000, 0ms));
+  CHECK(quota.admit_write(100) == 0);
+  CHECK(status_of(quota, "quota.over_limit") == "1");
+  store.evictor.set_in_use(a, false);  // its last handle closed
+  CHECK(quota.admit_write(100) == 0);
+  CHECK(store.evictor.evicted() == std::vector<ArtifactId>{a});
+  CHECK(status_of(quota, "quota.over_limit") == "0");
+}
+
+TEST_CASE("quota: evicted data not yet deleted counts as usage", "[quota][admit]") {
+  Store store;
+  ArtifactId a = store.add("a", 1000, ago(24h));
+  store.add("b", 1000, ago(23h));
+  q::QuotaManager quota(*store.index, store.evictor, settings(2000, 0ms));
+  ix::Usage freed;
+  REQUIRE(store.evictor.evict(a, freed, q::Evictor::Need::cleanup) == q::EvictOutcome::evicted);
+  CHECK(status_of(quota, "quota.trash_bytes") == "1000");
+  CHECK(quota.admit_write(500) == 0);  // 1000 data + 1000 not deleted: over, makes room
+  CHECK(store.evictor.waits() >= 1);
 }
