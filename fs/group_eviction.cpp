@@ -148,6 +148,7 @@ std::size_t finish_group_evictions(int staging_fd, int data_fd, int trash_fd) {
       // Killed before the list was complete: no member had moved yet.
       close(dir_fd);
       remove_empty_staging(staging_fd, name);
+      spdlog::info("undid an eviction the daemon had begun when it stopped, before any entry moved ({})", name);
       continue;
     }
     int parent_fd = open_beneath(data_fd, parent_path, O_PATH | O_DIRECTORY);
