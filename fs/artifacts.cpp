@@ -196,7 +196,15 @@ std::shared_ptr<void> Filesystem::prepare(const std::vector<index::ArtifactId>& 
   }
 }
 
-quota::EvictOutcome Filesystem::evict(index::ArtifactId id, index::Usage& freed, Need need) {
+bool Filesystem::in_use(index::ArtifactId id) {
+  std::shared_ptr<LiveArtifact> live = artifacts_.find(id);
+  if (!live) return false;
+  std::lock_guard lock(live->mutex);
+  return live->leases > 0;
+}
+
+quota::EvictOutcome Filesystem::evict(index::ArtifactId id, index::Usage& freed, Need need,
+                                      index::EvictionReason reason) {
   std::unique_lock ns(namespace_mutex_);
   auto record = index_.get(id);
   if (!record) return quota::EvictOutcome::missing;
@@ -253,7 +261,8 @@ quota::EvictOutcome Filesystem::evict(index::ArtifactId id, index::Usage& freed,
   // recovery re-walks it (it is marked, see prepare()), and Trash::start()
   // removes any such record left. The removed record carries every change
   // charged up to now, so the totals lose exactly what the index counted.
-  if (auto removed = index_.remove_artifact_queued(id)) record->usage = removed->usage;
+  if (auto removed = index_.remove_artifact_queued(id)) *record = std::move(*removed);
+  index_.log_eviction(*record, reason, now_ns());  // committed with the removal
   // Changed set: charged to the removed id too (its tombstone), in one step
   // with the totals, so that the flush that commits the totals without it
   // also brings its tombstone to zero (index.hpp, REMOVED ARTIFACTS).

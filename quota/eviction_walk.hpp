@@ -48,7 +48,7 @@ class EvictionWalk {
  public:
   // Artifacts last accessed after `protect_after` are too young to evict.
   EvictionWalk(index::Index& index, Evictor& evictor, index::TimeNs protect_after, Evictor::Need need,
-               std::size_t page_size = 256);
+               index::EvictionReason reason, std::size_t page_size = 256);
 
   ~EvictionWalk();  // commit(), errors logged
   EvictionWalk(const EvictionWalk&) = delete;
@@ -79,6 +79,7 @@ class EvictionWalk {
   Evictor& evictor_;
   index::TimeNs protect_after_;
   Evictor::Need need_;
+  index::EvictionReason reason_;
   std::size_t page_size_;
 
   std::vector<index::ArtifactRecord> page_;

@@ -27,6 +27,7 @@
 #include <algorithm>
 #include <limits>
 
+#include "quota/cleanup_plan.hpp"
 #include "quota/eviction_walk.hpp"
 #include "quota/limits.hpp"
 
@@ -49,6 +50,18 @@ index::TimeNs protect_after(std::chrono::milliseconds min_age) {
 }
 
 std::string bytes_text(std::uint64_t bytes) { return bytes == kNoLimit ? "unlimited" : std::to_string(bytes); }
+
+// Counts a walk as running for status() while it lives.
+class RunningCleanup {
+ public:
+  explicit RunningCleanup(std::atomic<int>& count) : count_(count) { ++count_; }
+  ~RunningCleanup() { --count_; }
+  RunningCleanup(const RunningCleanup&) = delete;
+  RunningCleanup& operator=(const RunningCleanup&) = delete;
+
+ private:
+  std::atomic<int>& count_;
+};
 
 }  // namespace
 
@@ -74,6 +87,7 @@ struct QuotaManager::Impl {
   std::atomic<std::uint64_t> cached_limit_{kNoLimit};
   std::atomic<bool> blocked_{false};  // the last cleanup could not meet its target
   std::atomic<std::uint64_t> last_cleanup_evicted_{0};
+  std::atomic<int> cleanups_running_{0};  // walks under way (status only)
 
   std::mutex wake_mutex_;
   std::condition_variable wake_cv_;
@@ -132,22 +146,26 @@ struct QuotaManager::Impl {
     }
   }
 
-  CleanupResult cleanup();
+  // `target`: the operator's (cleanup_to), else the low watermark's.
+  CleanupResult cleanup(std::optional<std::uint64_t> target = std::nullopt);
   bool make_room(std::uint64_t bytes);
   void check();
   void run();
 };
 
-QuotaManager::CleanupResult QuotaManager::Impl::cleanup() {
+QuotaManager::CleanupResult QuotaManager::Impl::cleanup(std::optional<std::uint64_t> operator_target) {
   std::lock_guard cleanup_lock(cleanup_mutex_);
+  RunningCleanup running(cleanups_running_);
   const auto started = std::chrono::steady_clock::now();
   // Opens recorded in the last flush interval must count, or the walk would
   // take a just-opened artifact for an old one.
   flush_for_victims();
-  const Snapshot s = refresh();
+  Snapshot s = refresh();
+  if (operator_target) s.limits.target = std::min(s.limits.target, *operator_target);
+  const auto reason = operator_target ? index::EvictionReason::manual_cleanup : index::EvictionReason::quota;
 
   // Pages as large as a batch: one read (and one Evictor::prepare) per batch.
-  EvictionWalk walk(index, evictor, protect_after(s.settings.min_age), Evictor::Need::cleanup,
+  EvictionWalk walk(index, evictor, protect_after(s.settings.min_age), Evictor::Need::cleanup, reason,
                     EvictionWalk::kBatchSize);
   std::uint64_t current = s.usage;
   while (current > s.limits.target && !stop_requested_.load(std::memory_order_relaxed) && walk.evict_next()) {
@@ -172,6 +190,8 @@ QuotaManager::CleanupResult QuotaManager::Impl::cleanup() {
   }
   if (!result.target_met && stop_requested_.load()) {
     // Stopped half-way (unmount): not blocked; the next mount goes on.
+  } else if (operator_target) {
+    // The operator's target is theirs: missing it says nothing about the quota.
   } else if (!result.target_met) {
     if (!blocked_.exchange(true)) {
       spdlog::warn(
@@ -187,6 +207,7 @@ QuotaManager::CleanupResult QuotaManager::Impl::cleanup() {
 
 bool QuotaManager::Impl::make_room(std::uint64_t bytes) {
   std::lock_guard cleanup_lock(cleanup_mutex_);
+  RunningCleanup running(cleanups_running_);
   const auto started = std::chrono::steady_clock::now();
   flush_for_victims();
   const config::QuotaSettings current_settings = settings();
@@ -200,7 +221,8 @@ bool QuotaManager::Impl::make_room(std::uint64_t bytes) {
   const bool measurable = space.capacity_bytes > 0;
   bool need_one = true;
 
-  EvictionWalk walk(index, evictor, protect_after(current_settings.min_age), Evictor::Need::out_of_space);
+  EvictionWalk walk(index, evictor, protect_after(current_settings.min_age), Evictor::Need::out_of_space,
+                    index::EvictionReason::make_room);
   for (;;) {
     std::uint64_t expected_free = space.free_bytes;
     std::size_t batch = 0;
@@ -316,6 +338,41 @@ bool QuotaManager::make_room(std::uint64_t bytes) { return impl_->make_room(byte
 
 QuotaManager::CleanupResult QuotaManager::cleanup() { return impl_->cleanup(); }
 
+QuotaManager::CleanupResult QuotaManager::cleanup_to(std::uint64_t target_bytes) {
+  return impl_->cleanup(target_bytes);
+}
+
+std::vector<index::ArtifactRecord> QuotaManager::plan_cleanup_to(std::uint64_t target_bytes) {
+  impl_->flush_for_victims();
+  return plan_evictions(impl_->index, impl_->evictor, protect_after(impl_->settings().min_age), impl_->usage(),
+                        target_bytes);
+}
+
+EvictOutcome QuotaManager::evict_now(index::ArtifactId id, index::Usage& freed) {
+  std::lock_guard cleanup_lock(impl_->cleanup_mutex_);
+  EvictOutcome outcome = impl_->evictor.evict(id, freed, Evictor::Need::cleanup, index::EvictionReason::manual_evict);
+  if (outcome == EvictOutcome::evicted) {
+    impl_->index.commit_removals();
+    impl_->refresh();
+  }
+  return outcome;
+}
+
+bool QuotaManager::cleanup_running() const { return impl_->cleanups_running_.load() > 0; }
+
+QuotaManager::State QuotaManager::state() const {
+  State out;
+  out.space = impl_->evictor.backing_space();
+  const config::QuotaSettings s = impl_->settings();
+  const Limits limits = compute_limits(s, impl_->usage(), out.space);
+  out.limit = limits.limit;
+  out.target = limits.target;
+  out.blocked = impl_->blocked_.load();
+  out.cleanup_running = cleanup_running();
+  out.min_age = s.min_age;
+  return out;
+}
+
 std::vector<std::pair<std::string, std::string>> QuotaManager::status() const {
   const SpaceInfo space = impl_->evictor.backing_space();
   const std::uint64_t usage = impl_->usage();
@@ -332,6 +389,7 @@ std::vector<std::pair<std::string, std::string>> QuotaManager::status() const {
       {"quota.usage_bytes", std::to_string(usage)},
       {"quota.backing_free_bytes", std::to_string(space.free_bytes)},
       {"quota.blocked", impl_->blocked_.load() ? "1" : "0"},
+      {"quota.cleanup_running", cleanup_running() ? "1" : "0"},
       {"quota.last_cleanup_evicted", std::to_string(impl_->last_cleanup_evicted_.load())},
   };
 }

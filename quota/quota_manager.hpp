@@ -48,7 +48,11 @@ class Evictor {
   enum class Need { cleanup, out_of_space };
   // Removes the artifact from the mount in one step unless it has an open
   // handle or an operation in progress; on success `freed` is its usage.
-  virtual EvictOutcome evict(index::ArtifactId id, index::Usage& freed, Need need) = 0;
+  // `reason` goes into the index's eviction log.
+  virtual EvictOutcome evict(index::ArtifactId id, index::Usage& freed, Need need, index::EvictionReason reason) = 0;
+  // Whether evict() would refuse the artifact now because it is in use
+  // (for a cleanup's dry run; a guess that may change the next moment).
+  virtual bool in_use(index::ArtifactId /*id*/) { return false; }
   // Called by the eviction walk of a cleanup with the candidates it is about
   // to try (a page of the LRU order), before it evicts any of them; the walk
   // keeps what this returns until it is done with them (not called on the
@@ -80,6 +84,17 @@ class QuotaManager {
   // the deletions. True if anything was freed.
   bool make_room(std::uint64_t bytes);
 
+  // The quota's state at this moment, for status reports.
+  struct State {
+    std::uint64_t limit = 0;   // std::numeric_limits<std::uint64_t>::max(): no limit
+    std::uint64_t target = 0;  // likewise
+    SpaceInfo space;
+    bool blocked = false;
+    bool cleanup_running = false;
+    std::chrono::milliseconds min_age{0};
+  };
+  State state() const;
+
   // Facts for `getfattr` on the mount root, names without the
   // "user.artifactfs." prefix: quota.limit_bytes, quota.usage_bytes, ...
   std::vector<std::pair<std::string, std::string>> status() const;
@@ -95,6 +110,18 @@ class QuotaManager {
   // One cleanup now (also used by tests): evicts oldest-first until usage is
   // at or below the low watermark of the effective limit.
   CleanupResult cleanup();
+
+  // --- operator's requests (the control channel) -----------------------------
+  // A cleanup down to `target_bytes` of usage instead of the low watermark
+  // (evictions logged as manual_cleanup), with the same protections.
+  CleanupResult cleanup_to(std::uint64_t target_bytes);
+  // What cleanup_to(target_bytes) would evict now, in order.
+  std::vector<index::ArtifactRecord> plan_cleanup_to(std::uint64_t target_bytes);
+  // Evicts one artifact now (logged as manual_evict), unless it is in use or
+  // being written; min-age does not apply: the operator asked for it.
+  EvictOutcome evict_now(index::ArtifactId id, index::Usage& freed);
+  // Whether a cleanup or an ENOSPC eviction is running at this moment.
+  bool cleanup_running() const;
 
  private:
   // ... implementation-defined members ...

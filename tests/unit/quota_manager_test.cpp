@@ -48,7 +48,7 @@ class FakeEvictor : public q::Evictor {
  public:
   explicit FakeEvictor(ix::Index& index) : index_(index) {}
 
-  q::EvictOutcome evict(ArtifactId id, ix::Usage& freed, Need) override {
+  q::EvictOutcome evict(ArtifactId id, ix::Usage& freed, Need, artifactfs::index::EvictionReason) override {
     std::lock_guard lock(mutex_);
     if (in_use_.count(id)) return q::EvictOutcome::in_use;
     auto record = index_.remove_artifact(id);
