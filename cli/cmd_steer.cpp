@@ -29,7 +29,13 @@ nlohmann::json ask_running(const Target& target, const nlohmann::json& request,
 
 // pin, unpin, evict: KEY... (keys, or paths under the mountpoint).
 int run_keys_command(const ParsedArgs& args, const std::string& command) {
-  const Target target = resolve_target(args, "");
+  // The cache: --mount, --store, the mount the first key's path lies in, or
+  // the only mount there is.
+  std::string mount = args.value("mount").value_or("");
+  if (mount.empty() && !args.arguments.empty() && args.arguments[0].size() > 1 && args.arguments[0][0] == '/') {
+    mount = mount_containing(args.arguments[0]);
+  }
+  const Target target = resolve_target(args, mount);
   nlohmann::json keys = nlohmann::json::array();
   for (const auto& a : args.arguments) keys.push_back(key_of(target, a));
   std::vector<control::ActionResult> results;

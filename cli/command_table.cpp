@@ -7,6 +7,7 @@ namespace artifactfs::cli {
 namespace {
 
 const OptionSpec kStore{"store", 0, "STORE", "the cache's store directory, instead of its mountpoint\n(needed when it is not mounted and not in /etc/fstab)"};
+const OptionSpec kMount{"mount", 'm', "MOUNT", "the cache's mountpoint (default: the mount a KEY path lies in,\nor the only artifactfs mount)"};
 const OptionSpec kJson{"json", 0, "", "print JSON: exact values (bytes, nanoseconds since the epoch)"};
 const OptionSpec kBytes{"bytes", 0, "", "print sizes in exact bytes instead of human units"};
 const OptionSpec kConfig{"config", 'c', "CONFIG", "YAML configuration file; without it, built-in defaults"};
@@ -121,20 +122,20 @@ std::vector<CommandSpec> make_table() {
                 {"since", 0, "TIME", "only evictions since TIME: a duration ago (30m, 2h, 7d),\na local time (2026-11-21 or \"2026-11-21 13:00\") or @SECONDS"},
                 {"limit", 0, "N", "only the newest N"}, kJson, kBytes},
                0, 1, kInspectExit, "  artifactfs log --since 1d\n", run_log_command});
-  t.push_back({"pin", {}, "KEY... [--store STORE]", "never evict these artifacts (kept across restarts)",
+  t.push_back({"pin", {}, "[-m MOUNT | --store STORE] KEY...", "never evict these artifacts (kept across restarts)",
                "KEY is an artifact's key (its path below the mount root) or its path under the\n"
                "mountpoint. The same as `setfattr -n user.artifactfs.pinned -v 1 MOUNT/KEY`.\n\n" + kOperatorOnly,
-               {kStore, kJson, kBytes}, 1, SIZE_MAX, kSteerExit, "  artifactfs pin base-runtime-2026.10\n",
+               {kMount, kStore, kJson, kBytes}, 1, SIZE_MAX, kSteerExit, "  artifactfs pin base-runtime-2026.10\n",
                run_pin_command});
-  t.push_back({"unpin", {}, "KEY... [--store STORE]", "let the quota evict these artifacts again",
+  t.push_back({"unpin", {}, "[-m MOUNT | --store STORE] KEY...", "let the quota evict these artifacts again",
                "KEY is an artifact's key or its path under the mountpoint.\n\n" + kOperatorOnly,
-               {kStore, kJson, kBytes}, 1, SIZE_MAX, kSteerExit, "  artifactfs unpin base-runtime-2026.10\n",
+               {kMount, kStore, kJson, kBytes}, 1, SIZE_MAX, kSteerExit, "  artifactfs unpin base-runtime-2026.10\n",
                run_unpin_command});
-  t.push_back({"evict", {}, "KEY... [--store STORE]", "evict these artifacts now",
+  t.push_back({"evict", {}, "[-m MOUNT | --store STORE] KEY...", "evict these artifacts now",
                "Each artifact goes whole, or not at all: one that is open or being written is reported\n"
                "\"in use\" and stays; a pinned one is refused (unpin it first). quota.min-age does not\n"
                "apply: the operator asked for it. Logged with reason \"evict\".\n\n" + kOperatorOnly,
-               {kStore, kJson, kBytes}, 1, SIZE_MAX, kSteerExit, "  artifactfs evict 3f2a9c 77b01e\n",
+               {kMount, kStore, kJson, kBytes}, 1, SIZE_MAX, kSteerExit, "  artifactfs evict 3f2a9c 77b01e\n",
                run_evict_command});
   t.push_back({"cleanup", {}, "[MOUNT | --store STORE] --to SIZE [--dry-run]",
                "evict least recently used artifacts until the usage is at most SIZE",

@@ -78,6 +78,17 @@ std::string canonical_text(const std::string& path) {
 
 }  // namespace
 
+std::string mount_containing(const std::string& path) {
+  const std::string c = fsys::path(path).lexically_normal().string();
+  std::string best;
+  for (const auto& m : live_mounts()) {
+    if ((c == m.mountpoint || c.rfind(m.mountpoint + "/", 0) == 0) && m.mountpoint.size() > best.size()) {
+      best = m.mountpoint;
+    }
+  }
+  return best;
+}
+
 bool is_artifactfs_mount(const std::string& path) {
   const std::string c = canonical_text(path);
   for (const auto& m : live_mounts()) {

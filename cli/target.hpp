@@ -38,6 +38,9 @@ struct Target {
 // only mount there is. Throws CommandError.
 Target resolve_target(const ParsedArgs& args, const std::string& mount_argument);
 
+// The artifactfs mountpoint `path` lies in ("" if none).
+std::string mount_containing(const std::string& path);
+
 // Whether `path` is the mountpoint of an artifactfs mount.
 bool is_artifactfs_mount(const std::string& path);
 

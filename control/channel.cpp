@@ -15,6 +15,7 @@
 #include <cstddef>
 #include <cstring>
 #include <thread>
+#include <typeinfo>
 
 #ifndef SO_PEERGROUPS
 #define SO_PEERGROUPS 59
@@ -161,7 +162,7 @@ struct Server::Impl {
       handler(request, *peer, out);
       if (!out.answered()) out.error("the daemon did not answer this request", "failed");
     } catch (const std::exception& e) {
-      spdlog::warn("control: request from uid {} failed: {}", peer->uid, e.what());
+      spdlog::warn("control: request from uid {} failed: {} ({})", peer->uid, e.what(), typeid(e).name());
       if (!out.answered()) out.error(e.what(), "failed");
     }
   }
