@@ -36,7 +36,7 @@ TEST_CASE("eviction log: entries with their reason, committed with the removals"
     // Readable before the commit.
     auto pending = index->eviction_log(0);
     REQUIRE(pending.size() == 2);
-    CHECK(index->commit_removals() == 2);
+    index->commit_removals();
     auto log = index->eviction_log(0);
     REQUIRE(log.size() == 2);
     CHECK(log[0].name == "a");
