@@ -166,7 +166,8 @@ std::optional<unsigned> group_id(const std::string& text) {
 std::string absolute_path(const YAML::Node& node) {
   if (node.IsNull()) return "";
   const std::string text = scalar_text(node, "an absolute path");
-  if (text.empty() || text[0] != '/') throw std::invalid_argument("'" + text + "' is not an absolute path (expected one starting with /)");
+  if (text.empty()) return "";  // not given (what to_yaml writes for it)
+  if (text[0] != '/') throw std::invalid_argument("'" + text + "' is not an absolute path (expected one starting with /)");
   return text;
 }
 
