@@ -8,13 +8,16 @@
 // ownership_mutex_ held exclusively from before the backing change until
 // after its accounting, so that no recharge() (which holds ownership_mutex_
 // shared) sees the new names with the old owners or link counts. recharge()
-// after writes needs neither (see filesystem.hpp).
+// after writes needs neither (see filesystem.hpp). The one long step, the
+// subtree walk of a rename between artifacts, is done by rename() before it
+// takes either mutex, and checked under them (namespace_watch.hpp).
 #include <dirent.h>
 #include <fcntl.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <map>
 #include <shared_mutex>
 #include <string>
 #include <vector>
@@ -255,9 +258,12 @@ std::vector<index::ArtifactId> Filesystem::owners_in(const Inode& parent, const 
   return owners;
 }
 
-// Moves usage between owners entry by entry; link counts follow each name.
+// Moves usage between owners; link counts follow each name. Entries with
+// one name are summed per pair of owners, so that a subtree of a million
+// files costs a few charges, not a million.
 void Filesystem::move_usage(const std::vector<SubtreeEntry>& entries, const std::vector<index::ArtifactId>& from,
                             const std::vector<index::ArtifactId>& to) {
+  std::map<std::pair<index::ArtifactId, index::ArtifactId>, index::Usage> moved;
   for (size_t i = 0; i < entries.size(); ++i) {
     if (from[i] == to[i]) continue;
     const struct stat& st = entries[i].st;
@@ -273,15 +279,41 @@ void Filesystem::move_usage(const std::vector<SubtreeEntry>& entries, const std:
       if (links[to[i]]++ == 0) charge(to[i], usage);
       index_.set_links(st.st_ino, links);
     } else {
-      index_.charge_together({{from[i], -usage}, {to[i], usage}}, {});
-      mark_written(from[i]);
-      mark_written(to[i]);
+      moved[{from[i], to[i]}] += usage;
     }
+  }
+  for (const auto& [owners, usage] : moved) {
+    index_.charge_together({{owners.first, -usage}, {owners.second, usage}}, {});
+    mark_written(owners.first);
+    mark_written(owners.second);
   }
 }
 
+bool Filesystem::rename_moves_between_artifacts(const Inode& old_parent, const std::string& old_name,
+                                                const Inode& new_parent, const std::string& new_name,
+                                                mode_t mode) const {
+  Role from = role_of_child(old_parent, old_name);
+  Role to = role_of_child(new_parent, new_name);
+  if (from == Role::artifact && to == Role::artifact) return false;  // publish: tmp name -> key
+  if (from == Role::member && to == Role::member && owner_id(old_parent) == owner_id(new_parent)) return false;
+  bool outside_both = (from == Role::kept || from == Role::namespace_) && (to == Role::kept || to == Role::namespace_);
+  if (outside_both && (!S_ISDIR(mode) || (from == Role::kept && to == Role::kept))) return false;
+  if (from == Role::namespace_ && to == Role::namespace_ && old_parent.depth == new_parent.depth) return false;
+  return true;
+}
+
+bool Filesystem::exchange_moves_between_artifacts(const Inode& parent, const std::string& name,
+                                                  const Inode& new_parent, const std::string& new_name) const {
+  Role a = role_of_child(parent, name);
+  Role b = role_of_child(new_parent, new_name);
+  if (a == Role::artifact && b == Role::artifact) return false;  // the records swap names
+  if (a == b && (a != Role::member || owner_id(parent) == owner_id(new_parent)) && a != Role::namespace_) return false;
+  return true;
+}
+
 void Filesystem::charge_renamed(const InodePtr& old_parent, const std::string& old_name, const InodePtr& new_parent,
-                                const std::string& new_name, const struct stat& moved) {
+                                const std::string& new_name, const struct stat& moved,
+                                const std::vector<SubtreeEntry>* walked) {
   // Changed set: both names, before the fast paths return.
   refresh_outside_tops(*old_parent, old_name);
   refresh_outside_tops(*new_parent, new_name);
@@ -293,27 +325,28 @@ void Filesystem::charge_renamed(const InodePtr& old_parent, const std::string& o
   if (!old_path || !new_path) return;
 
   // Fast paths: the common renames keep every artifact's identity.
-  if (from == Role::artifact && to == Role::artifact) {  // publish: tmp name -> key
-    if (auto id = index_.find(*old_path)) index_.rename_artifact(*id, *new_path);
-    return;
-  }
-  if (from == Role::member && to == Role::member && owner_id(*old_parent) == owner_id(*new_parent)) return;
-  bool outside_both = (from == Role::kept || from == Role::namespace_) && (to == Role::kept || to == Role::namespace_);
-  if (outside_both && (!S_ISDIR(moved.st_mode) || (from == Role::kept && to == Role::kept))) return;
-  if (from == Role::namespace_ && to == Role::namespace_ && old_parent->depth == new_parent->depth) {
-    std::vector<std::pair<index::ArtifactId, std::string>> renames;
-    std::string prefix = *old_path + "/";
-    index_.for_each_with_prefix(prefix, [&](const index::ArtifactRecord& r) {
-      renames.emplace_back(r.id, *new_path + "/" + r.name.substr(prefix.size()));
-    });
-    for (const auto& [id, name] : renames) index_.rename_artifact(id, name);
+  if (!rename_moves_between_artifacts(*old_parent, old_name, *new_parent, new_name, moved.st_mode)) {
+    if (from == Role::artifact && to == Role::artifact) {
+      if (auto id = index_.find(*old_path)) index_.rename_artifact(*id, *new_path);
+    } else if (from == Role::namespace_ && to == Role::namespace_) {
+      std::vector<std::pair<index::ArtifactId, std::string>> renames;
+      std::string prefix = *old_path + "/";
+      index_.for_each_with_prefix(prefix, [&](const index::ArtifactRecord& r) {
+        renames.emplace_back(r.id, *new_path + "/" + r.name.substr(prefix.size()));
+      });
+      for (const auto& [id, name] : renames) index_.rename_artifact(id, name);
+    }
     return;
   }
 
-  // Anything else changes which artifact some entries belong to: walk it.
-  NodeFd new_parent_fd = node_fd(new_parent);
-  std::vector<SubtreeEntry> entries = new_parent_fd ? walk_subtree(new_parent_fd.get(), new_name)
-                                                    : std::vector<SubtreeEntry>{};
+  // Anything else changes which artifact some entries belong to: walk it
+  // (unless rename() walked it before taking namespace_mutex_).
+  std::vector<SubtreeEntry> walked_here;
+  if (!walked) {
+    if (NodeFd new_parent_fd = node_fd(new_parent)) walked_here = walk_subtree(new_parent_fd.get(), new_name);
+    walked = &walked_here;
+  }
+  const std::vector<SubtreeEntry>& entries = *walked;
   std::vector<index::ArtifactId> old_roots, new_roots;
   auto before = owners_in(*old_parent, old_name, entries, false, old_roots);
   for (index::ArtifactId id : old_roots) {
@@ -326,8 +359,9 @@ void Filesystem::charge_renamed(const InodePtr& old_parent, const std::string& o
 }
 
 void Filesystem::charge_exchanged(const InodePtr& parent, const std::string& name, const struct stat& first,
-                                  const InodePtr& new_parent, const std::string& new_name,
-                                  const struct stat& second) {
+                                  const InodePtr& new_parent, const std::string& new_name, const struct stat& second,
+                                  const std::vector<SubtreeEntry>* walked_first,
+                                  const std::vector<SubtreeEntry>* walked_second) {
   refresh_outside_tops(*parent, name);  // changed set: both names
   refresh_outside_tops(*new_parent, new_name);
   Role a = role_of_child(*parent, name);
@@ -337,22 +371,31 @@ void Filesystem::charge_exchanged(const InodePtr& parent, const std::string& nam
   inodes_.renamed(first.st_ino, new_parent->ino, new_name);
   inodes_.renamed(second.st_ino, parent->ino, name);
   if (!path_a || !path_b) return;
-  if (a == Role::artifact && b == Role::artifact) {
-    auto id_a = index_.find(*path_a);
-    auto id_b = index_.find(*path_b);
-    if (id_a && id_b) index_.swap_names(*id_a, *id_b);  // one transaction: no temporary name
-    else if (id_a) index_.rename_artifact(*id_a, *path_b);
-    else if (id_b) index_.rename_artifact(*id_b, *path_a);
+  if (!exchange_moves_between_artifacts(*parent, name, *new_parent, new_name)) {
+    if (a == Role::artifact && b == Role::artifact) {
+      auto id_a = index_.find(*path_a);
+      auto id_b = index_.find(*path_b);
+      if (id_a && id_b) index_.swap_names(*id_a, *id_b);  // one transaction: no temporary name
+      else if (id_a) index_.rename_artifact(*id_a, *path_b);
+      else if (id_b) index_.rename_artifact(*id_b, *path_a);
+    }
     return;
   }
-  if (a == b && (a != Role::member || owner_id(*parent) == owner_id(*new_parent)) && a != Role::namespace_) return;
 
   // General case: detach both subtrees from where they were, then attach
-  // both where they are now.
-  NodeFd new_parent_fd = node_fd(new_parent);
-  NodeFd parent_fd = node_fd(parent);
-  auto entries_first = new_parent_fd ? walk_subtree(new_parent_fd.get(), new_name) : std::vector<SubtreeEntry>{};
-  auto entries_second = parent_fd ? walk_subtree(parent_fd.get(), name) : std::vector<SubtreeEntry>{};
+  // both where they are now. Each is walked here unless rename() walked it
+  // before taking namespace_mutex_.
+  std::vector<SubtreeEntry> first_here, second_here;
+  if (!walked_first) {
+    if (NodeFd new_parent_fd = node_fd(new_parent)) first_here = walk_subtree(new_parent_fd.get(), new_name);
+    walked_first = &first_here;
+  }
+  if (!walked_second) {
+    if (NodeFd parent_fd = node_fd(parent)) second_here = walk_subtree(parent_fd.get(), name);
+    walked_second = &second_here;
+  }
+  const auto& entries_first = *walked_first;
+  const auto& entries_second = *walked_second;
   std::vector<index::ArtifactId> roots;
   auto before_first = owners_in(*parent, name, entries_first, false, roots);
   auto before_second = owners_in(*new_parent, new_name, entries_second, false, roots);

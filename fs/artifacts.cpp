@@ -11,6 +11,7 @@
 #include <climits>
 #include <cstring>
 #include <set>
+#include <unordered_map>
 
 #include "fs/beneath.hpp"
 #include "fs/filesystem.hpp"
@@ -58,6 +59,7 @@ std::optional<index::ArtifactId> Filesystem::adopt(const std::string& path, int 
 
 int Filesystem::finish_create(const InodePtr& parent, int parent_fd, const char* name, fuse_entry_param& e,
                               InodePtr* out) {
+  watch_.record(parent->ino);  // a name made (namespace_watch.hpp)
   struct stat st;
   if (fstatat(parent_fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) return errno;
   InodePtr inode;
@@ -203,6 +205,29 @@ bool Filesystem::in_use(index::ArtifactId id) {
   return live->leases > 0;
 }
 
+std::unordered_map<ino_t, index::ArtifactId> Filesystem::linked_elsewhere(LiveArtifact& live,
+                                                                          index::ArtifactId id) const {
+  std::vector<InodePtr> files;
+  {
+    std::lock_guard lock(live.mutex);
+    for (const auto& weak : live.members) {
+      if (InodePtr inode = weak.lock(); inode && inode->type != S_IFDIR) files.push_back(std::move(inode));
+    }
+  }
+  std::unordered_map<ino_t, index::ArtifactId> out;
+  for (const InodePtr& inode : files) {
+    auto links = index_.links(inode->ino);  // only files with several names have a link record
+    if (!links) continue;
+    for (const auto& [owner, count] : *links) {
+      if (owner != id && owner != index::kOutside && count > 0) {
+        out.emplace(inode->ino, owner);
+        break;
+      }
+    }
+  }
+  return out;
+}
+
 quota::EvictOutcome Filesystem::evict(index::ArtifactId id, index::Usage& freed, Need need,
                                       index::EvictionReason reason) {
   std::unique_lock ns(namespace_mutex_);
@@ -243,6 +268,10 @@ quota::EvictOutcome Filesystem::evict(index::ArtifactId id, index::Usage& freed,
   } else if (err == ELOOP || err == EXDEV || err == ENOTDIR) {
     spdlog::error("not evicting {}: its path passes through a symlink or leaves the data tree", record->name);
   }
+  // Files of this artifact with names in another one live on there. Read
+  // before the trash may delete this artifact's names (and update the links).
+  std::unordered_map<ino_t, index::ArtifactId> survivors;
+  if (!err) survivors = linked_elsewhere(*live, id);
   if (!err) err = trash_.take(parent_fd, name, id);
   if (err != 0) {
     if (parent_fd >= 0) close(parent_fd);
@@ -288,6 +317,14 @@ quota::EvictOutcome Filesystem::evict(index::ArtifactId id, index::Usage& freed,
       std::lock_guard lock(inodes_.mutex());
       if (inode->artifact != live) continue;
     }
+    // A file with names in other artifacts lives on there: it becomes the
+    // inode of one of them (as when its last name here is unlinked).
+    // A file with names in other artifacts lives on there: it becomes the
+    // inode of one of them (as when its last name here is unlinked).
+    if (auto other = survivors.find(inode->ino); other != survivors.end()) {
+      move_owner(inode->ino, other->second);
+      continue;
+    }
     {
       std::lock_guard lock(inode->mutex);
       inode->gone = true;
@@ -298,7 +335,9 @@ quota::EvictOutcome Filesystem::evict(index::ArtifactId id, index::Usage& freed,
   // The kernel may know the entry (and have the parent's listing cached)
   // without our knowing the artifact's root inode: find the parent by inode.
   struct stat parent_st;
-  InodePtr parent = fstat(parent_fd, &parent_st) == 0 ? inodes_.find_backing(parent_st.st_ino) : nullptr;
+  const bool parent_stat = fstat(parent_fd, &parent_st) == 0;
+  InodePtr parent = parent_stat ? inodes_.find_backing(parent_st.st_ino) : nullptr;
+  if (parent_stat) watch_.record(parent_st.st_ino);  // a name gone (namespace_watch.hpp)
   close(parent_fd);
   // The kernel has a dentry for the name only if it holds the inode the name
   // led to (every LOOKUP, READDIRPLUS entry and create counts in nlookup).

@@ -12,7 +12,10 @@
 // between artifacts or create and remove artifact records (mkdir, create,
 // unlink, rmdir, rename, link, symlink, eviction) so that accounting of a
 // name change is one atomic step. Reads, writes, opens and stats never take
-// it. `ownership_mutex_` is held shared by recharge() (after writes) and
+// it; the subtree walk of a rename between artifacts runs before it is
+// taken and is checked under it (namespace_watch.hpp), so that a large move
+// does not stop every other name change for the length of a walk.
+// `ownership_mutex_` is held shared by recharge() (after writes) and
 // exclusively by unlink, link and the renames that move entries between
 // artifacts, which change an inode's owners or link counts. Lock
 // order: namespace_mutex_, ownership_mutex_, then the locks in inode.hpp and
@@ -33,11 +36,13 @@
 #include <optional>
 #include <shared_mutex>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "config/config.hpp"
 #include "fs/inode.hpp"
 #include "fs/live_artifact.hpp"
+#include "fs/namespace_watch.hpp"
 #include "fs/tree_walk.hpp"
 #include "index/index.hpp"
 #include "quota/quota_manager.hpp"
@@ -155,6 +160,25 @@ class Filesystem final : public quota::Evictor {
   Lease lease_for(const Inode& inode) const;
   std::string proc_path(int fd) const;
 
+  // The subtree walk of a rename between artifacts, made before the rename
+  // takes namespace_mutex_ (name_ops.cpp, namespace_watch.hpp).
+  class PreWalk {
+   public:
+    // Without namespace_mutex_: walks `entry` of `dirfd` if it is a
+    // directory the rename moves between artifacts.
+    void start(Filesystem& fs, int dirfd, const char* entry, const Inode& parent, const char* name,
+               const Inode& new_parent, const char* new_name, unsigned int flags);
+    // With namespace_mutex_, at once after taking it: ends the watch.
+    void check(NamespaceWatch& watch);
+    // The walk, if no change touched it and its top is `top`; else null.
+    const std::vector<SubtreeEntry>* walked(const struct stat& top) const;
+
+   private:
+    NamespaceWatch::Ticket ticket_ = 0;
+    bool valid_ = false;
+    std::vector<SubtreeEntry> entries_;
+  };
+
   // --- accounting (accounting.cpp) -------------------------------------------
   // Re-stats `inode` and charges the difference from what the index counts
   // to every artifact that contains it, and to the totals.
@@ -172,10 +196,24 @@ class Filesystem final : public quota::Evictor {
                      const std::string& new_name);
   // After rename(2): moves usage between artifacts where the move changed
   // which artifact entries belong to, and renames, removes or adds records.
+  // `walked`: the moved subtree as walked before namespace_mutex_ was taken
+  // and found still true under it (namespace_watch.hpp), or null: then the
+  // subtree is walked here, if the move needs it.
   void charge_renamed(const InodePtr& old_parent, const std::string& old_name, const InodePtr& new_parent,
-                      const std::string& new_name, const struct stat& moved);
+                      const std::string& new_name, const struct stat& moved,
+                      const std::vector<SubtreeEntry>* walked = nullptr);
   void charge_exchanged(const InodePtr& parent, const std::string& name, const struct stat& first,
-                        const InodePtr& new_parent, const std::string& new_name, const struct stat& second);
+                        const InodePtr& new_parent, const std::string& new_name, const struct stat& second,
+                        const std::vector<SubtreeEntry>* walked_first = nullptr,
+                        const std::vector<SubtreeEntry>* walked_second = nullptr);
+  // Whether a rename (or an exchange) changes which artifact some entries of
+  // the moved subtree belong to, so that its accounting walks the subtree.
+  // The other renames (a publish, a move inside one artifact, a namespace
+  // renamed at its own depth) keep every artifact's identity.
+  bool rename_moves_between_artifacts(const Inode& old_parent, const std::string& old_name,
+                                      const Inode& new_parent, const std::string& new_name, mode_t mode) const;
+  bool exchange_moves_between_artifacts(const Inode& parent, const std::string& name, const Inode& new_parent,
+                                        const std::string& new_name) const;
   std::vector<index::ArtifactId> owners_in(const Inode& parent, const std::string& name,
                                            const std::vector<SubtreeEntry>& entries, bool create,
                                            std::vector<index::ArtifactId>& roots);
@@ -228,6 +266,9 @@ class Filesystem final : public quota::Evictor {
   // rename moved them between artifacts.
   void replace_subtree(ino_t top);
   void notify_usage_grew();
+  // Files placed in the artifact being evicted that have names in another
+  // artifact too: inode -> one of those artifacts (eviction moves them there).
+  std::unordered_map<ino_t, index::ArtifactId> linked_elsewhere(LiveArtifact& live, index::ArtifactId id) const;
   // Creation epilogue shared by create, mkdir, symlink and mknod: record,
   // lookup, charge. If the new entry cannot be registered it is removed
   // again before the error goes back, so the tree and the kernel's view
@@ -263,6 +304,9 @@ class Filesystem final : public quota::Evictor {
   // See CONCURRENCY MODEL. Recursive: a lookup made while a namespace change
   // holds it may need it again to adopt an unknown artifact.
   std::recursive_mutex namespace_mutex_;
+  // Guarded by namespace_mutex_: what namespace changes touched while a
+  // rename walked its subtree without the mutex (namespace_watch.hpp).
+  NamespaceWatch watch_;
   // Shared by recharge(), exclusive for unlink, link and renames that move
   // entries between artifacts: owners and link counts of an inode cannot
   // change under a charge.

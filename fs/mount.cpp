@@ -237,6 +237,7 @@ int run_mount(const MountRequest& request) {
     }
     Filesystem filesystem(data_fd, trash, notifier, *index, config, max_open_nodes);
     filesystem.inodes().set_node_table(nodes.get());
+    trash.set_node_table(nodes.get());
     quota::QuotaManager quota(*index, filesystem, config.quota);
     filesystem.set_quota(&quota);
     filesystem.set_status_provider([&quota] { return quota.status(); });

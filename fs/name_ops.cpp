@@ -11,6 +11,7 @@
 // act on the name itself), and linkat's source is the inode's own
 // descriptor.
 #include <fcntl.h>
+#include <spdlog/spdlog.h>
 #include <stdio.h>
 #include <unistd.h>
 
@@ -49,6 +50,8 @@ int Filesystem::remove_name(fuse_req_t req, fuse_ino_t parent_ino, const char* n
       if (as.error()) return as.error();
       if (unlinkat(parent.fd, name, flags) != 0) return errno;
     }
+    watch_.record(parent.inode->ino);
+    watch_.record(before.st_ino);  // its link count fell
     after_change("unlink", [&] {
       charge_unlinked(*parent.inode, name, before);
       inodes_.unlinked(parent.inode->ino, name, before.st_ino);
@@ -100,6 +103,49 @@ int Filesystem::make_node(fuse_req_t req, fuse_ino_t parent_ino, const char* nam
   return 0;
 }
 
+void Filesystem::PreWalk::start(Filesystem& fs, int dirfd, const char* entry, const Inode& parent,
+                                const char* name, const Inode& new_parent, const char* new_name,
+                                unsigned int flags) {
+  struct stat st;
+  if (fstatat(dirfd, entry, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISDIR(st.st_mode)) return;  // one entry: cheap
+  bool needed = (flags & RENAME_EXCHANGE) ? fs.exchange_moves_between_artifacts(parent, name, new_parent, new_name)
+                                          : fs.rename_moves_between_artifacts(parent, name, new_parent, new_name,
+                                                                              st.st_mode);
+  if (!needed) return;
+  {
+    std::lock_guard ns(fs.namespace_mutex_);
+    ticket_ = fs.watch_.open();
+  }
+  // The daemon's rights: it reads the private store only, through the
+  // directory held open, without following a symlink (tree_walk.hpp).
+  try {
+    entries_ = walk_subtree(dirfd, entry);
+  } catch (const std::exception& e) {
+    spdlog::debug("rename: walking {} before the namespace lock failed ({}); walking under it", entry, e.what());
+    entries_ = {};  // check() closes the watch; walked() then gives null
+  }
+}
+
+void Filesystem::PreWalk::check(NamespaceWatch& watch) {
+  if (ticket_ == 0) return;
+  valid_ = watch.close(ticket_, entries_);
+  ticket_ = 0;
+  if (valid_) {
+    spdlog::debug("rename: walked {} entries before taking the namespace lock", entries_.size());
+  } else {
+    spdlog::debug("rename: names changed in a subtree of {} entries while it was walked; walking it again "
+                  "under the namespace lock",
+                  entries_.size());
+    entries_ = {};
+  }
+}
+
+const std::vector<SubtreeEntry>* Filesystem::PreWalk::walked(const struct stat& top) const {
+  // The entry renamed must be the one walked.
+  if (!valid_ || entries_.empty() || entries_.front().st.st_ino != top.st_ino) return nullptr;
+  return &entries_;
+}
+
 int Filesystem::rename(fuse_req_t req, fuse_ino_t parent_ino, const char* name, fuse_ino_t new_parent_ino,
                        const char* new_name, unsigned int flags) {
   if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) return EINVAL;
@@ -112,7 +158,16 @@ int Filesystem::rename(fuse_req_t req, fuse_ino_t parent_ino, const char* name, 
   const int parent_fd = from.fd;
   const int new_parent_fd = to.fd;
 
+  // A move of a directory between artifacts walks the moved subtree. The
+  // walk runs here, before namespace_mutex_, so that other names can change
+  // meanwhile; under the mutex it is used only if no change touched it.
+  PreWalk first, second;
+  first.start(*this, parent_fd, name, *parent, name, *new_parent, new_name, flags);
+  if (flags & RENAME_EXCHANGE) second.start(*this, new_parent_fd, new_name, *parent, name, *new_parent, new_name, flags);
+
   std::lock_guard ns(namespace_mutex_);
+  first.check(watch_);
+  second.check(watch_);
   index::Index::Change change = mark_entries(*parent, name, *new_parent, new_name);  // changed set (changes.cpp)
   {
     std::unique_lock ownership(ownership_mutex_);  // see accounting.cpp
@@ -130,16 +185,20 @@ int Filesystem::rename(fuse_req_t req, fuse_ino_t parent_ino, const char* name, 
       if (as.error()) return as.error();
       if (renameat2(parent_fd, name, new_parent_fd, new_name, flags) != 0) return errno;
     }
+    watch_.record(parent->ino);
+    watch_.record(new_parent->ino);
+    if (target_exists) watch_.record(replaced.st_ino);  // its link count fell (or names swapped)
     after_change("rename", [&] {
       if (flags & RENAME_EXCHANGE) {
-        charge_exchanged(parent, name, moved, new_parent, new_name, replaced);
+        charge_exchanged(parent, name, moved, new_parent, new_name, replaced, first.walked(moved),
+                         second.walked(replaced));
       } else {
         if (target_exists) {
           charge_unlinked(*new_parent, new_name, replaced);
           inodes_.unlinked(new_parent->ino, new_name, replaced.st_ino);
           forget_place(replaced);
         }
-        charge_renamed(parent, name, new_parent, new_name, moved);
+        charge_renamed(parent, name, new_parent, new_name, moved, first.walked(moved));
       }
     });
   }
@@ -194,6 +253,8 @@ int Filesystem::link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t new_parent_ino, 
       undo_new_entry(*new_parent, new_parent_fd, new_name, before.st_ino);
       return err;
     }
+    watch_.record(new_parent->ino);
+    watch_.record(before.st_ino);  // its link count rose
     after_change("link", [&] { charge_linked(*inode, before, *new_parent, new_name); });
   }
   recharge(new_parent);

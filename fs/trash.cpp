@@ -270,15 +270,31 @@ void Trash::remove_entry(const std::string& name) {
     index_.set_links(st.st_ino, remaining > 1 ? *links : index::LinkSet{});
     if (remaining > 0 && survivors.insert(st.st_ino).second) index_.charge_total(usage_of(st));
   };
+  // An inode's place goes from the node table while it still exists: once
+  // it is deleted, its number may be reused by a new file, whose place must
+  // not be removed instead.
+  auto forget_place = [&](const WalkEntry& e) {
+    if (!nodes_) return;
+    struct stat now = e.st;
+    // A file's other name may have gone since the listing (a hard link
+    // inside the same artifact): its last name is the one to forget it.
+    if (!S_ISDIR(now.st_mode) && now.st_nlink > 1 &&
+        fstatat(e.parent_fd, e.name.c_str(), &now, AT_SYMLINK_NOFOLLOW) != 0) {
+      return;
+    }
+    if (S_ISDIR(now.st_mode) || now.st_nlink <= 1) nodes_->removed(now.st_ino);
+  };
   bool complete = walk_tree(
       trash_fd_, name,
       [&](const WalkEntry& e) {
         if (S_ISDIR(e.st.st_mode)) return true;
         forget_links(e.st);
+        forget_place(e);
         unlinkat(e.parent_fd, e.name.c_str(), 0);
         return false;
       },
       [&](const WalkEntry& e) {
+        forget_place(e);
         if (unlinkat(e.parent_fd, e.name.c_str(), AT_REMOVEDIR) != 0) {
           spdlog::warn("could not delete evicted directory {}: {}", e.name, std::strerror(errno));
         }

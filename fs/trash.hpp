@@ -47,6 +47,7 @@
 #include <vector>
 
 #include "index/index.hpp"
+#include "index/node_table.hpp"
 
 namespace artifactfs::fs {
 
@@ -69,6 +70,10 @@ class Trash {
   // requests are served.
   void start();
   void stop();
+  // The table of node places (index/node_table.hpp): the places of the
+  // inodes deleted here are removed from it, so that it holds only inodes
+  // that still exist. Set before start(); may be null.
+  void set_node_table(index::NodeTable* nodes) { nodes_ = nodes; }
   // Entries known to wait (queued or being deleted); entries found only by
   // listing the directory are not counted.
   std::uint64_t pending() const;
@@ -85,6 +90,7 @@ class Trash {
 
   int trash_fd_;
   index::Index& index_;
+  index::NodeTable* nodes_ = nullptr;
   mutable std::mutex mutex_;
   std::condition_variable wake_;
   std::condition_variable idle_;

@@ -17,6 +17,8 @@ import ctypes
 import ctypes.util
 import errno
 import os
+import re
+import time
 
 import pytest
 
@@ -130,3 +132,34 @@ def test_handles_survive_a_restart(mount_factory, reopen):
     for rel, raw in handles.items():
         assert read_by_handle(m.mnt, raw) == files[rel], rel
     assert "reopened by file handle" in m.stderr_text() or reopen == "through-parents"
+
+
+def node_places(m: harness.Mount) -> int:
+    """Entries of the persistent node table, read with LMDB's own tool."""
+    out = harness.check(["mdb_stat", "-s", "nodes", str(m.store / "index" / "nodes")])
+    return int(re.search(r"Entries: (\d+)", out).group(1))
+
+
+def test_node_table_forgets_evicted_inodes(mount_factory):
+    """The node table holds the places of inodes that exist: those of evicted
+    artifacts go when the trash deletes them, so it does not grow with the
+    cache's history."""
+    m = mount_factory(depth=1, sets=["index.flush-interval=100ms", "quota.max-size=200K", "quota.min-free=0",
+                                     "quota.min-age=0s", "quota.low-watermark=1.0", "quota.check-interval=200ms"])
+    for a in range(40):
+        art = m.mnt / f"a{a:02d}"
+        art.mkdir()
+        for f in range(10):
+            (art / f"f{f}").write_bytes(b"x" * 4000)
+        for f in range(10):
+            os.stat(art / f"f{f}")  # the kernel holds each: its place is recorded
+        time.sleep(0.05)
+    harness.wait_until(lambda: harness.xattr_int(m.mnt, "total.disk_bytes") <= 200 * 1024
+                       and not os.listdir(m.store / "trash"), 60, what="the cleanup and the trash emptied")
+    time.sleep(0.5)  # a few flushes of the node table
+    existing = sum(len(dirs) + len(files) for _, dirs, files in os.walk(m.data))
+    places = node_places(m)
+    assert existing < 100
+    # At most the entries that exist (and the root): not the 440 that were
+    # looked up.
+    assert places <= existing + 1, f"{places} places for {existing} entries in the data tree"

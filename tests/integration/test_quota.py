@@ -782,3 +782,32 @@ def test_statistics_hits_misses_evictions(mount_factory):
     for n in ("stats.evictions", "stats.bytes_evicted", "stats.hits", "stats.misses",
               "stats.cleanup_runs"):
         assert s4[n] == s3[n], (n, s3, s4)
+
+
+def test_file_linked_into_an_evicted_artifact_lives_on_in_the_other(mount_factory, base):
+    """A file hard-linked into two artifacts, known to the kernel under both
+    names: evicting the artifact it was first found in leaves it usable
+    through the other name, which it then belongs to (facts, accesses)."""
+    cfg = base / "artifactfs.yaml"
+    settings = {"max-size": "unlimited", "min-free": "0", "low-watermark": "1.0", "min-age": "0s",
+                "check-interval": "200ms"}
+    write_config(cfg, **settings)
+    m = mount_factory(depth=1, config=cfg, sets=[FLUSH])
+    (m.mnt / "a").mkdir()
+    write_all(m.mnt / "a" / "big", os.urandom(2 * MiB))
+    shared = os.urandom(8 * KiB)
+    (m.mnt / "a" / "shared").write_bytes(shared)
+    time.sleep(0.3)  # b is used after a
+    (m.mnt / "b").mkdir()
+    os.link(m.mnt / "a" / "shared", m.mnt / "b" / "shared")
+    os.stat(m.mnt / "b" / "shared")  # the kernel holds the name; no open yet
+    b_access = m.facts("b")["last_access"]
+
+    write_config(cfg, **{**settings, "max-size": "1M"})
+    os.kill(m.pid, signal.SIGHUP)
+    wait_until(lambda: gone(m, "a"), SETTLE, what="a evicted")
+    wait_trash_empty(m)
+    assert listing(m) == {"b"}
+    assert (m.mnt / "b" / "shared").read_bytes() == shared
+    wait_until(lambda: m.facts("b")["last_access"] > b_access, SETTLE, what="b's access recorded on b")
+    harness.assert_accounting(m, 1, expect_keys=["b"])
