@@ -115,7 +115,8 @@ void ControlService::handle(const nlohmann::json& request, const control::Peer& 
     out.error(std::string("malformed request: ") + e.what(), "usage");
   }
   if (command != "ls" && command != "du" && command != "log") {
-    spdlog::info("control: uid {} (pid {}) ran {}", peer.uid, peer.pid, request.dump());
+    spdlog::info("control: uid {} (pid {}) ran {}", peer.uid, peer.pid,
+                 request.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
   }
 }
 

@@ -1,6 +1,8 @@
 // CONCURRENCY MODEL
 // Threads: the quota thread (run()), FUSE threads (usage_grew, make_room,
-// status), the mount thread (start, stop, update, describe).
+// status), the mount thread (start, stop, update, describe), the control
+// channel's thread (cleanup_to, evict_now: under cleanup_mutex_ like every
+// eviction; plan_cleanup_to, state: no lock but settings_mutex_ for a copy).
 // - cleanup_mutex_ serialises cleanup() and make_room(): one eviction walk at
 //   a time, so two walks never race for the same victims. It is held across
 //   Evictor::evict, which takes the file system's namespace lock; the file
@@ -161,7 +163,7 @@ QuotaManager::CleanupResult QuotaManager::Impl::cleanup(std::optional<std::uint6
   // take a just-opened artifact for an old one.
   flush_for_victims();
   Snapshot s = refresh();
-  if (operator_target) s.limits.target = std::min(s.limits.target, *operator_target);
+  if (operator_target) s.limits.target = *operator_target;  // the operator's, as the dry run plans it
   const auto reason = operator_target ? index::EvictionReason::manual_cleanup : index::EvictionReason::quota;
 
   // Pages as large as a batch: one read (and one Evictor::prepare) per batch.

@@ -6,6 +6,9 @@
 // One quota thread runs cleanups. FUSE threads call usage_grew() (cheap: the
 // index's in-memory totals, an atomic compare and, when over the limit, a
 // notify) and, on ENOSPC, make_room(), which evicts on the calling thread.
+// The control channel's thread calls cleanup_to() and evict_now(), which
+// evict on that thread under the same cleanup_mutex_, and the read-only
+// plan_cleanup_to(), state() and status().
 // `cleanup_mutex_` serialises cleanups (quota thread and make_room callers)
 // and is held across Evictor::evict, so the file system must not call
 // make_room() while holding a lock that evict() takes. `settings_mutex_`
