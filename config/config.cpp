@@ -109,31 +109,57 @@ std::chrono::milliseconds duration_in_range(const YAML::Node& node, std::chrono:
   return value;
 }
 
-std::vector<std::string> glob_list(const YAML::Node& node) {
-  const std::string expected = "a list of file name globs, e.g. [stats, \"*.lock\"]";
+// A list of strings, each checked by `problem_with` (an empty answer: fine;
+// else what is wrong, with what is expected). Every bad item is reported.
+std::vector<std::string> checked_list(const YAML::Node& node, const std::string& expected, const std::string& item_kind,
+                                      const std::function<std::string(const std::string& item,
+                                                                      const std::vector<std::string>& so_far)>& problem_with) {
   // `keep:` with nothing after it reads as "keep nothing".
   if (node.IsNull()) return {};
   if (!node.IsSequence()) throw std::invalid_argument("got " + describe_type(node) + " (expected " + expected + ")");
-  std::vector<std::string> globs;
+  std::vector<std::string> items;
   ValueProblems problems;
   for (std::size_t i = 0; i < node.size(); ++i) {
     const YAML::Node item = node[i];
-    const std::string suffix = "[" + std::to_string(i) + "]";
+    const std::string index = "[" + std::to_string(i) + "]";
     if (!item.IsScalar()) {
-      problems.items.push_back({suffix, item.Mark(), "got " + describe_type(item) + " (expected a file name glob)"});
-    } else if (item.Scalar().empty()) {
-      problems.items.push_back({suffix, item.Mark(), "empty glob (expected a file name glob such as \"*.lock\")"});
-    } else if (item.Scalar().find('/') != std::string::npos) {
-      // Globs are matched against one entry's name, never a path, so a
-      // slash could never match and would silently keep nothing.
-      problems.items.push_back({suffix, item.Mark(),
-                                "'" + item.Scalar() + "' contains '/' (expected a glob on a single file name, e.g. \"*.lock\")"});
+      problems.items.push_back({index, item.Mark(), "got " + describe_type(item) + " (expected " + item_kind + ")"});
+    } else if (std::string why = problem_with(item.Scalar(), items); !why.empty()) {
+      problems.items.push_back({index, item.Mark(), why});
     } else {
-      globs.push_back(item.Scalar());
+      items.push_back(item.Scalar());
     }
   }
   if (!problems.items.empty()) throw problems;
-  return globs;
+  return items;
+}
+
+std::vector<std::string> glob_list(const YAML::Node& node) {
+  return checked_list(node, "a list of file name globs, e.g. [stats, \"*.lock\"]", "a file name glob",
+                      [](const std::string& glob, const std::vector<std::string>&) -> std::string {
+                        if (glob.empty()) return "empty glob (expected a file name glob such as \"*.lock\")";
+                        // Globs are matched against one entry's name, never a
+                        // path, so a slash could never match and would
+                        // silently keep nothing.
+                        if (glob.find('/') != std::string::npos) {
+                          return "'" + glob + "' contains '/' (expected a glob on a single file name, e.g. \"*.lock\")";
+                        }
+                        return {};
+                      });
+}
+
+std::vector<std::string> suffix_list(const YAML::Node& node) {
+  return checked_list(node, "a list of name suffixes, e.g. [\".siginfo\", \".sig\"]", "a name suffix",
+                      [](const std::string& suffix, const std::vector<std::string>& so_far) -> std::string {
+                        if (suffix.empty()) return "empty suffix (expected a name suffix such as \".sig\")";
+                        if (suffix.find('/') != std::string::npos || suffix.find('\0') != std::string::npos) {
+                          return "'" + suffix + "' contains '/' (expected the end of a file name, e.g. \".sig\")";
+                        }
+                        if (std::find(so_far.begin(), so_far.end(), suffix) != so_far.end()) {
+                          return "'" + suffix + "' is listed twice (list each suffix once)";
+                        }
+                        return {};
+                      });
 }
 
 std::string log_level(const YAML::Node& node) {
@@ -185,6 +211,8 @@ const std::vector<KnownKey>& known_keys() {
   static const std::vector<KnownKey> keys = {
       {"layout.depth", [](Config& c, const YAML::Node& v) { c.layout.depth = int_in_range(v, 1, 8); }},
       {"layout.keep", [](Config& c, const YAML::Node& v) { c.layout.keep = glob_list(v); }},
+      {"layout.group-suffixes",
+       [](Config& c, const YAML::Node& v) { c.layout.group_suffixes = suffix_list(v); }},
       {"index.flush-interval",
        [](Config& c, const YAML::Node& v) { c.index.flush_interval = duration_in_range(v, 10ms, 1h); }},
       {"fuse.threads", [](Config& c, const YAML::Node& v) { c.fuse.threads = int_in_range(v, 1, 64); }},
@@ -484,6 +512,9 @@ std::string to_yaml(const Config& config) {
   out << YAML::Key << "depth" << YAML::Value << config.layout.depth << YAML::Comment("1..8");
   out << YAML::Key << "keep" << YAML::Value << YAML::Flow << YAML::BeginSeq;
   for (const std::string& glob : config.layout.keep) out << glob;
+  out << YAML::EndSeq;
+  out << YAML::Key << "group-suffixes" << YAML::Value << YAML::Flow << YAML::BeginSeq;
+  for (const std::string& suffix : config.layout.group_suffixes) out << suffix;
   out << YAML::EndSeq << YAML::EndMap;
 
   out << YAML::Key << "index" << YAML::Value << YAML::BeginMap;

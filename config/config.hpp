@@ -28,6 +28,10 @@ struct SizeLimit {
 struct Layout {
   int depth = 1;                   // artifacts are entries exactly this deep (1..8)
   std::vector<std::string> keep;   // fnmatch globs on an entry's name: never an artifact
+  // Entries at the artifact depth whose names differ only by one of these
+  // suffixes are one artifact (fs/artifact_groups.hpp), e.g. Yocto's sstate
+  // ".siginfo" and ".sig" beside "X.tar.zst".
+  std::vector<std::string> group_suffixes;
 };
 
 struct IndexSettings {

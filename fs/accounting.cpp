@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "fs/artifact_groups.hpp"
 #include "fs/tree_walk.hpp"
 #include "fs/usage.hpp"
 #include "fs/filesystem.hpp"
@@ -54,7 +55,7 @@ index::ArtifactId Filesystem::owner_of_child(const Inode& parent, const std::str
     case Role::member:
       return owner_id(parent);
     case Role::artifact: {
-      auto path = child_path(parent, name);
+      auto path = artifact_key(parent, name);
       if (!path) return index::kOutside;
       return index_.find(*path).value_or(index::kOutside);
     }
@@ -129,10 +130,13 @@ index::Usage Filesystem::indexed_usage(const struct stat& st) const {
 
 void Filesystem::ensure_record(const Inode& parent, const std::string& name, ino_t root_ino) {
   if (role_of_child(parent, name) != Role::artifact) return;
-  auto path = child_path(parent, name);
+  auto path = artifact_key(parent, name);
   if (!path) return;
-  // A record left by an entry that vanished without our seeing it.
-  if (auto stale = index_.find(*path)) index_.remove_artifact(*stale);
+  if (auto existing = index_.find(*path)) {
+    if (has_groups(config_.layout)) return;  // a member of a group that exists: it joins
+    // A record left by an entry that vanished without our seeing it.
+    index_.remove_artifact(*existing);
+  }
   index_.add_artifact(*path, now_ns(), {}, root_ino);
 }
 
@@ -167,10 +171,7 @@ void Filesystem::charge_unlinked(const Inode& parent, const std::string& name, c
     index_.charge_together({{owner, -usage}}, -usage);
     mark_written(owner);
   }
-  if (role == Role::artifact && owner != index::kOutside) {
-    index_.remove_artifact(owner);
-    artifacts_.erase(owner);
-  }
+  if (role == Role::artifact && owner != index::kOutside) drop_records({owner});
 }
 
 void Filesystem::move_owner(ino_t ino, index::ArtifactId owner) {
@@ -208,10 +209,17 @@ std::vector<index::ArtifactId> Filesystem::owners_in(const Inode& parent, const 
   Role role = role_of_child(parent, name);
   auto base = child_path(parent, name);
   if (!base) return owners;
-  auto record_for = [&](const std::string& path, ino_t root_ino) -> index::ArtifactId {
+  const bool grouped = has_groups(config_.layout);
+  // With groups an artifact-depth path is recorded under its group's key,
+  // and a member joins its group's record (artifact_groups.hpp).
+  auto record_for = [&](const std::string& entry_path, ino_t root_ino) -> index::ArtifactId {
+    const std::string path = grouped ? group_key_path(config_.layout, entry_path) : entry_path;
     if (!create) return index_.find(path).value_or(index::kOutside);
-    if (auto stale = index_.find(path)) index_.remove_artifact(*stale);
-    return index_.add_artifact(path, now_ns(), {}, root_ino);
+    if (auto existing = index_.find(path)) {
+      if (grouped) return *existing;
+      index_.remove_artifact(*existing);  // stale
+    }
+    return index_.add_artifact(path, now_ns(), {}, grouped ? 0 : root_ino);
   };
   if (role == Role::kept || role == Role::root) return owners;
   if (role == Role::member) {
@@ -247,7 +255,8 @@ std::vector<index::ArtifactId> Filesystem::owners_in(const Inode& parent, const 
     }
     if (kept || depth < levels) continue;
     std::string root_rel = pos >= rel.size() ? rel : rel.substr(0, pos - 1);
-    auto [it, inserted] = root_ids.try_emplace(root_rel, index::kOutside);
+    auto [it, inserted] = root_ids.try_emplace(grouped ? group_key_path(config_.layout, root_rel) : root_rel,
+                                               index::kOutside);
     if (inserted) {
       // The walk visits a directory before its entries: this is the root.
       it->second = record_for(*base + "/" + root_rel, root_rel == rel ? entries[i].st.st_ino : 0);
@@ -327,6 +336,7 @@ void Filesystem::charge_renamed(const InodePtr& old_parent, const std::string& o
   // Fast paths: the common renames keep every artifact's identity.
   if (!rename_moves_between_artifacts(*old_parent, old_name, *new_parent, new_name, moved.st_mode)) {
     if (from == Role::artifact && to == Role::artifact) {
+      if (has_groups(config_.layout)) return charge_group_renamed(old_parent, old_name, new_parent, new_name, moved);
       if (auto id = index_.find(*old_path)) index_.rename_artifact(*id, *new_path);
     } else if (from == Role::namespace_ && to == Role::namespace_) {
       std::vector<std::pair<index::ArtifactId, std::string>> renames;
@@ -349,10 +359,7 @@ void Filesystem::charge_renamed(const InodePtr& old_parent, const std::string& o
   const std::vector<SubtreeEntry>& entries = *walked;
   std::vector<index::ArtifactId> old_roots, new_roots;
   auto before = owners_in(*old_parent, old_name, entries, false, old_roots);
-  for (index::ArtifactId id : old_roots) {
-    index_.remove_artifact(id);
-    artifacts_.erase(id);
-  }
+  drop_records(old_roots);
   auto after = owners_in(*new_parent, new_name, entries, true, new_roots);
   move_usage(entries, before, after);
   replace_subtree(moved.st_ino);
@@ -373,6 +380,7 @@ void Filesystem::charge_exchanged(const InodePtr& parent, const std::string& nam
   if (!path_a || !path_b) return;
   if (!exchange_moves_between_artifacts(*parent, name, *new_parent, new_name)) {
     if (a == Role::artifact && b == Role::artifact) {
+      if (has_groups(config_.layout)) return charge_group_exchanged(parent, name, first, new_parent, new_name, second);
       auto id_a = index_.find(*path_a);
       auto id_b = index_.find(*path_b);
       if (id_a && id_b) index_.swap_names(*id_a, *id_b);  // one transaction: no temporary name
@@ -399,10 +407,7 @@ void Filesystem::charge_exchanged(const InodePtr& parent, const std::string& nam
   std::vector<index::ArtifactId> roots;
   auto before_first = owners_in(*parent, name, entries_first, false, roots);
   auto before_second = owners_in(*new_parent, new_name, entries_second, false, roots);
-  for (index::ArtifactId id : roots) {
-    index_.remove_artifact(id);
-    artifacts_.erase(id);
-  }
+  drop_records(roots);
   roots.clear();
   auto after_first = owners_in(*new_parent, new_name, entries_first, true, roots);
   auto after_second = owners_in(*parent, name, entries_second, true, roots);

@@ -13,7 +13,9 @@
 #include <set>
 #include <unordered_map>
 
+#include "fs/artifact_groups.hpp"
 #include "fs/beneath.hpp"
+#include "fs/group_eviction.hpp"
 #include "fs/filesystem.hpp"
 #include "fs/notifier.hpp"
 #include "fs/usage.hpp"
@@ -26,6 +28,40 @@ std::optional<std::string> Filesystem::child_path(const Inode& parent, const std
   auto base = inodes_.path_of(parent);
   if (!base) return std::nullopt;
   return *base + "/" + name;
+}
+
+std::optional<std::string> Filesystem::artifact_key(const Inode& parent, const std::string& name) const {
+  if (!has_groups(config_.layout)) return child_path(parent, name);
+  return child_path(parent, std::string(group_key(config_.layout, name)));
+}
+
+bool Filesystem::artifact_present(const Inode& parent, const std::string& name) {
+  InodePtr self = inodes_.find_backing(parent.ino);
+  NodeFd fd = self ? node_fd(self) : NodeFd{};
+  if (!fd) return false;
+  if (!has_groups(config_.layout)) {
+    struct stat st;
+    return fstatat(fd.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0;
+  }
+  return !existing_group_members(fd.get(), config_.layout, group_key(config_.layout, name)).empty();
+}
+
+void Filesystem::drop_records(const std::vector<index::ArtifactId>& ids) {
+  for (index::ArtifactId id : ids) {
+    if (has_groups(config_.layout)) {
+      // Another member still there keeps the group's record (and its usage,
+      // which the caller moved entry by entry).
+      if (auto record = index_.get(id)) {
+        const auto [parent_path, key] = split_parent(record->name);
+        int parent_fd = open_beneath(data_fd_, parent_path, O_PATH | O_DIRECTORY);
+        bool present = parent_fd >= 0 && !existing_group_members(parent_fd, config_.layout, key).empty();
+        if (parent_fd >= 0) close(parent_fd);
+        if (present) continue;
+      }
+    }
+    index_.remove_artifact(id);
+    artifacts_.erase(id);
+  }
 }
 
 int Filesystem::check_new_name(const Inode& parent, const char* name) const {
@@ -46,15 +82,23 @@ std::optional<index::ArtifactId> Filesystem::adopt(const std::string& path, int 
   struct stat st;
   if (fstatat(parent_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 || st.st_ino != ino) return std::nullopt;
   // Only reachable if the data tree was changed behind the daemon's back.
+  // A group is measured whole: every member that exists.
+  const bool grouped = has_groups(config_.layout);
+  std::vector<std::string> entries =
+      grouped ? existing_group_members(parent_fd, config_.layout, group_key(config_.layout, name))
+              : std::vector<std::string>{name};
   index::Usage usage;
   std::set<ino_t> seen;
   index::TimeNs created = ctime_ns(st);
-  for (const auto& entry : walk_subtree(parent_fd, name)) {
-    if (!S_ISDIR(entry.st.st_mode) && entry.st.st_nlink > 1 && !seen.insert(entry.st.st_ino).second) continue;
-    usage += usage_of(entry.st);
+  for (const auto& entry_name : entries) {
+    for (const auto& entry : walk_subtree(parent_fd, entry_name)) {
+      if (entry.rel.empty()) created = std::min(created, ctime_ns(entry.st));
+      if (!S_ISDIR(entry.st.st_mode) && entry.st.st_nlink > 1 && !seen.insert(entry.st.st_ino).second) continue;
+      usage += usage_of(entry.st);
+    }
   }
   spdlog::warn("artifact {} was missing from the index; added it ({} bytes on disk)", path, usage.disk_bytes);
-  return index_.add_artifact(path, created, usage, ino);
+  return index_.add_artifact(path, created, usage, grouped ? 0 : ino);
 }
 
 int Filesystem::finish_create(const InodePtr& parent, int parent_fd, const char* name, fuse_entry_param& e,
@@ -92,11 +136,9 @@ void Filesystem::undo_new_entry(const Inode& parent, int parent_fd, const std::s
       index_.mark_inconsistent();
     }
     if (role_of_child(parent, name) == Role::artifact) {
-      if (auto path = child_path(parent, name)) {
-        if (auto id = index_.find(*path)) {
-          index_.remove_artifact(*id);
-          artifacts_.erase(*id);
-        }
+      if (auto path = artifact_key(parent, name)) {
+        // A group the new entry had joined keeps its record.
+        if (auto id = index_.find(*path)) drop_records({*id});
       }
     }
   } catch (const std::exception& e) {
@@ -149,7 +191,7 @@ void Filesystem::replace_subtree(ino_t top) {
     Role role = role_of_child(*parent, name);
     std::shared_ptr<LiveArtifact> live;
     if (role == Role::artifact) {
-      if (auto path = child_path(*parent, name)) {
+      if (auto path = artifact_key(*parent, name)) {
         if (auto id = index_.find(*path)) live = artifacts_.get(*id);
       }
     } else if (role == Role::member) {
@@ -165,7 +207,7 @@ void Filesystem::replace_subtree(ino_t top) {
     if (live) {
       std::lock_guard lock(live->mutex);
       live->add_member_locked(inode);
-      if (role == Role::artifact) live->root = inode;
+      if (role == Role::artifact) live->add_root_locked(inode);
     }
   }
 }
@@ -256,14 +298,29 @@ quota::EvictOutcome Filesystem::evict(index::ArtifactId id, index::Usage& freed,
   // any symlink, and its top entry must still be the inode the record
   // describes: the daemon renames nothing it did not mean to.
   const auto [parent_path, name] = split_parent(record->name);
+  const bool grouped = has_groups(config_.layout);
   int parent_fd = open_beneath(data_fd_, parent_path, O_PATH | O_DIRECTORY);
   int err = parent_fd < 0 ? errno : 0;
-  struct stat top;
-  if (!err && fstatat(parent_fd, name.c_str(), &top, AT_SYMLINK_NOFOLLOW) != 0) err = errno;
-  if (!err && record->root_ino != 0 && top.st_ino != record->root_ino) {
+  // Its top entries: the one named by the record, or every member of its
+  // group (the record is named by the group's key).
+  std::vector<std::string> tops;
+  std::vector<ino_t> top_inos;
+  if (!err) {
+    tops = grouped ? existing_group_members(parent_fd, config_.layout, name) : std::vector<std::string>{name};
+    for (const auto& t : tops) {
+      struct stat st;
+      if (fstatat(parent_fd, t.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+        err = errno;
+        break;
+      }
+      top_inos.push_back(st.st_ino);
+    }
+    if (!err && tops.empty()) err = ENOENT;
+  }
+  if (!err && !grouped && record->root_ino != 0 && top_inos.front() != record->root_ino) {
     spdlog::error("not evicting {}: its entry is inode {}, the index describes inode {} (changed behind the "
                   "daemon's back; `artifactfs mount --rebuild-index` re-reads the tree)",
-                  record->name, top.st_ino, record->root_ino);
+                  record->name, top_inos.front(), record->root_ino);
     err = ESTALE;
   } else if (err == ELOOP || err == EXDEV || err == ENOTDIR) {
     spdlog::error("not evicting {}: its path passes through a symlink or leaves the data tree", record->name);
@@ -272,7 +329,7 @@ quota::EvictOutcome Filesystem::evict(index::ArtifactId id, index::Usage& freed,
   // before the trash may delete this artifact's names (and update the links).
   std::unordered_map<ino_t, index::ArtifactId> survivors;
   if (!err) survivors = linked_elsewhere(*live, id);
-  if (!err) err = trash_.take(parent_fd, name, id);
+  if (!err) err = grouped ? take_group(parent_fd, parent_path, name, id, tops) : trash_.take(parent_fd, name, id);
   if (err != 0) {
     if (parent_fd >= 0) close(parent_fd);
     std::lock_guard lock(live->mutex);
@@ -304,11 +361,11 @@ quota::EvictOutcome Filesystem::evict(index::ArtifactId id, index::Usage& freed,
   // artifact: one moved elsewhere since (a rename, a hard link's owner
   // change) lives on there.
   std::vector<std::weak_ptr<Inode>> members;
-  InodePtr root;
+  std::vector<InodePtr> roots;
   {
     std::lock_guard lock(live->mutex);
     members.swap(live->members);
-    root = live->root.lock();
+    roots = live->live_roots_locked();
   }
   for (auto& weak : members) {
     InodePtr inode = weak.lock();
@@ -343,18 +400,31 @@ quota::EvictOutcome Filesystem::evict(index::ArtifactId id, index::Usage& freed,
   // led to (every LOOKUP, READDIRPLUS entry and create counts in nlookup).
   // Most victims are long forgotten: their invalidation would only cost the
   // notifier a round trip to be told ENOENT, once per eviction.
-  bool entry_known = true;
-  if (InodePtr top_inode = inodes_.find_backing(top.st_ino); !top_inode) {
-    entry_known = false;
-  } else {
-    std::lock_guard lock(inodes_.mutex());
-    entry_known = top_inode->nlookup > 0;
+  std::vector<std::string> known_entries;
+  for (std::size_t i = 0; i < tops.size(); ++i) {
+    if (InodePtr top_inode = inodes_.find_backing(top_inos[i])) {
+      std::lock_guard lock(inodes_.mutex());
+      if (top_inode->nlookup > 0) known_entries.push_back(tops[i]);
+    }
   }
-  if (root) inodes_.unlinked(parent ? parent->ino : root->parent, name, root->ino);
+  // The names the evicted top entries had (a root renamed elsewhere since
+  // lives on there).
+  for (const InodePtr& root : roots) {
+    ino_t root_parent;
+    std::string root_name;
+    {
+      std::lock_guard lock(inodes_.mutex());
+      root_parent = root->parent;
+      root_name = root->name;
+    }
+    if (std::find(tops.begin(), tops.end(), root_name) == tops.end()) continue;
+    if (parent && root_parent != parent->ino) continue;
+    inodes_.unlinked(root_parent, root_name, root->ino);
+  }
   ns.unlock();
 
   if (parent) {
-    if (entry_known) notifier_.entry_gone(parent->node, name);
+    for (const auto& entry : known_entries) notifier_.entry_gone(parent->node, entry);
     notifier_.contents_changed(parent->node);  // its cached listing (coalesced by the notifier)
   }
   spdlog::debug("evicted {} ({} bytes on disk)", record->name, record->usage.disk_bytes);
@@ -366,18 +436,19 @@ void Filesystem::access_times_changed(const std::vector<index::ArtifactId>& ids)
   for (index::ArtifactId id : ids) {
     auto live = artifacts_.find(id);
     if (!live) continue;
-    InodePtr root;
+    std::vector<InodePtr> roots;
     {
       std::lock_guard lock(live->mutex);
-      root = live->root.lock();
+      roots = live->live_roots_locked();
     }
-    if (!root) continue;
-    bool known;
-    {
-      std::lock_guard lock(inodes_.mutex());
-      known = root->nlookup > 0;
+    for (const InodePtr& root : roots) {
+      bool known;
+      {
+        std::lock_guard lock(inodes_.mutex());
+        known = root->nlookup > 0;
+      }
+      if (known) notifier_.attributes_changed(root->node);
     }
-    if (known) notifier_.attributes_changed(root->node);
   }
 }
 

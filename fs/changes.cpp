@@ -60,7 +60,9 @@ void Filesystem::add_entry_keys(std::vector<Key>& keys, const Inode& parent, con
   }
   add_key(keys, Key::path(*path));
   if (role_of_child(parent, name) == Role::artifact) {
-    if (auto id = index_.find(*path)) add_key(keys, Key::artifact(*id));
+    if (auto key = artifact_key(parent, name)) {
+      if (auto id = index_.find(*key)) add_key(keys, Key::artifact(*id));
+    }
   }
 }
 

@@ -255,6 +255,26 @@ class Filesystem final : public quota::Evictor {
 
   // --- names and artifacts (artifacts.cpp) ---------------------------------
   std::optional<std::string> child_path(const Inode& parent, const std::string& name) const;
+  // The index name of the artifact whose top entry `name` in `parent` is
+  // (an artifact-depth name): its path, or with layout.group-suffixes its
+  // group's key (fs/artifact_groups.hpp).
+  std::optional<std::string> artifact_key(const Inode& parent, const std::string& name) const;
+  // Whether the artifact `name` in `parent` has an entry now: with groups,
+  // any member of its group; else `name` itself.
+  bool artifact_present(const Inode& parent, const std::string& name);
+  // Removes the records of artifacts whose top entries a change took away,
+  // except, with groups, those that still have a member.
+  void drop_records(const std::vector<index::ArtifactId>& ids);
+  // With groups (group_renames.cpp): a rename or exchange between
+  // artifact-depth names, by the rules in artifact_groups.hpp.
+  void charge_group_renamed(const InodePtr& old_parent, const std::string& old_name, const InodePtr& new_parent,
+                            const std::string& new_name, const struct stat& moved);
+  void charge_group_exchanged(const InodePtr& parent, const std::string& name, const struct stat& first,
+                              const InodePtr& new_parent, const std::string& new_name, const struct stat& second);
+  // Moves every member of a group into the trash at once (group_eviction.hpp);
+  // 0 or an errno, with nothing moved.
+  int take_group(int parent_fd, const std::string& parent_path, const std::string& key, index::ArtifactId id,
+                 std::vector<std::string>& members);
   Role role_of_child(const Inode& parent, const std::string& name) const;
   // ENAMETOOLONG if `name` is over NAME_MAX, or would make an artifact whose
   // path the index cannot key; else 0. Checked before any backing change.
@@ -301,6 +321,7 @@ class Filesystem final : public quota::Evictor {
   config::Config config_;  // layout and fuse settings are fixed for the mount's life
   InodeTable inodes_;
   ArtifactRegistry artifacts_;
+  int staging_fd_ = -1;  // STORE/evicting, with groups only (group_eviction.hpp)
   // See CONCURRENCY MODEL. Recursive: a lookup made while a namespace change
   // holds it may need it again to adopt an unknown artifact.
   std::recursive_mutex namespace_mutex_;

@@ -15,6 +15,7 @@
 #include <cstring>
 #include <optional>
 
+#include "fs/artifact_groups.hpp"
 #include "fs/credentials.hpp"
 #include "fs/filesystem.hpp"
 #include "fs/handle.hpp"
@@ -47,9 +48,20 @@ Filesystem::Filesystem(int data_fd, Trash& trash, Notifier& notifier, index::Ind
       config_(config),
       inodes_(open_path_fd(data_fd, "."), stat_ino(data_fd), max_open_nodes, data_fd),
       entry_timeout_(std::chrono::duration<double>(config.fuse.entry_timeout).count()),
-      attr_timeout_(std::chrono::duration<double>(config.fuse.attr_timeout).count()) {}
+      attr_timeout_(std::chrono::duration<double>(config.fuse.attr_timeout).count()) {
+  if (has_groups(config_.layout)) {
+    // STORE/evicting, the data directory's sibling (made by Store).
+    staging_fd_ = openat(data_fd, "../evicting", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (staging_fd_ < 0) {
+      spdlog::error("cannot open the eviction staging directory: {}; artifacts of several entries are not evicted",
+                    std::strerror(errno));
+    }
+  }
+}
 
-Filesystem::~Filesystem() = default;
+Filesystem::~Filesystem() {
+  if (staging_fd_ >= 0) close(staging_fd_);
+}
 
 std::string Filesystem::proc_path(int fd) const { return "/proc/self/fd/" + std::to_string(fd); }
 
@@ -102,6 +114,13 @@ void Filesystem::fill_attr(const Inode& inode, struct stat& st) const {
   }
 }
 
+namespace {
+bool is_evicting(LiveArtifact& live) {
+  std::lock_guard lock(live.mutex);
+  return live.evicted;
+}
+}  // namespace
+
 int Filesystem::do_lookup(const InodePtr& parent, const std::string& name, fuse_entry_param& e, InodePtr* out,
                           bool count_lookup) {
   std::memset(&e, 0, sizeof e);
@@ -147,7 +166,7 @@ int Filesystem::do_lookup(const InodePtr& parent, const std::string& name, fuse_
     return err;
   }
   if (role == Role::artifact) {
-    auto path = child_path(*parent, name);
+    auto path = artifact_key(*parent, name);
     if (!path) {
       close(fd);
       return ESTALE;
@@ -163,6 +182,15 @@ int Filesystem::do_lookup(const InodePtr& parent, const std::string& name, fuse_
   std::shared_ptr<LiveArtifact> live;
   if (artifact_id) live = artifacts_.get(*artifact_id);
   else if (parent_artifact) live = parent_artifact;
+  if (artifact_id && is_evicting(*live)) {
+    // Being evicted: a member of a group not yet moved is already absent,
+    // like the ones that are (not cached: should the eviction fail, it is
+    // there again).
+    close(fd);
+    e.ino = 0;
+    e.entry_timeout = 0;
+    return 0;
+  }
 
   InodePtr inode = inodes_.remember(parent, name, st, fd, [&](const InodePtr& child, const Inode& p) {
     child->depth = p.depth + 1;
@@ -172,7 +200,7 @@ int Filesystem::do_lookup(const InodePtr& parent, const std::string& name, fuse_
     if (live && !known) {
       std::lock_guard lock(live->mutex);
       live->add_member_locked(child);
-      if (role == Role::artifact) live->root = child;
+      if (role == Role::artifact) live->add_root_locked(child);
     }
   }, count_lookup);
   e.ino = inode->node;

@@ -12,6 +12,22 @@ void LiveArtifact::add_member_locked(const std::shared_ptr<Inode>& inode) {
   members.push_back(inode);
 }
 
+void LiveArtifact::add_root_locked(const std::shared_ptr<Inode>& inode) {
+  std::erase_if(roots, [](const std::weak_ptr<Inode>& r) { return r.expired(); });
+  for (const auto& r : roots) {
+    if (r.lock() == inode) return;
+  }
+  roots.push_back(inode);
+}
+
+std::vector<std::shared_ptr<Inode>> LiveArtifact::live_roots_locked() const {
+  std::vector<std::shared_ptr<Inode>> out;
+  for (const auto& r : roots) {
+    if (auto inode = r.lock()) out.push_back(std::move(inode));
+  }
+  return out;
+}
+
 std::shared_ptr<LiveArtifact> ArtifactRegistry::get(index::ArtifactId id) {
   std::lock_guard lock(mutex_);
   auto& slot = live_[id];

@@ -39,7 +39,9 @@ struct LiveArtifact {
   int leases = 0;          // open handles plus operations in progress
   bool evicted = false;    // removed from the mount; never cleared
   std::vector<std::weak_ptr<Inode>> members;  // inodes the table placed in it (some may be gone)
-  std::weak_ptr<Inode> root;                  // its top entry, once looked up
+  // Its top entries, once looked up: one, or every member of a group
+  // (fs/artifact_groups.hpp).
+  std::vector<std::weak_ptr<Inode>> roots;
   std::atomic<std::int64_t> last_write_ns{0};  // last change of its usage (no lock)
 
   // Adds an inode to `members` (caller holds `mutex`). Entries of inodes
@@ -47,6 +49,10 @@ struct LiveArtifact {
   // pruning, so a user creating and deleting files in one artifact for ever
   // keeps it as long as the live inodes, amortised O(1) per call.
   void add_member_locked(const std::shared_ptr<Inode>& inode);
+  // Adds a top entry to `roots` unless it is there (caller holds `mutex`);
+  // entries of inodes that are gone are dropped.
+  void add_root_locked(const std::shared_ptr<Inode>& inode);
+  std::vector<std::shared_ptr<Inode>> live_roots_locked() const;
 
  private:
   std::size_t prune_at_ = 64;

@@ -39,6 +39,7 @@
 #include "fs/daemonize.hpp"
 #include "fs/filesystem.hpp"
 #include "fs/fuse_ops.hpp"
+#include "fs/group_eviction.hpp"
 #include "fs/notifier.hpp"
 #include "fs/reconcile.hpp"
 #include "fs/service_notify.hpp"
@@ -185,6 +186,16 @@ int run_mount(const MountRequest& request) {
     }
 
     int data_fd = open_dir(store.data_dir());
+    {
+      // Evictions of artifacts of several entries that a killed daemon left
+      // half-made are finished first: the recovery then finds none of their
+      // entries (group_eviction.hpp).
+      int staging_fd = open_dir(store.evicting_dir());
+      int trash_fd = open_dir(store.trash_dir());
+      finish_group_evictions(staging_fd, data_fd, trash_fd);
+      close(trash_fd);
+      close(staging_fd);
+    }
     // A new index has no usage at all, not even the data root's: count the
     // tree once (instant when it is empty, and needed if it is not).
     bool fresh = index->totals().usage == index::Usage{};

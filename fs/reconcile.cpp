@@ -1,3 +1,4 @@
+#include "fs/artifact_groups.hpp"
 #include "fs/tree_walk.hpp"
 #include "fs/usage.hpp"
 #include "fs/reconcile.hpp"
@@ -8,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <map>
@@ -40,6 +42,7 @@ class Walker {
                       "change the store's data directory while artifactfs uses it");
     }
     finish_artifact();
+    finish_groups();
     rebuild_.outside(outside_);
     rebuild_.total(total_);
     for (const auto& [ino, names] : links_) {
@@ -72,6 +75,7 @@ class Walker {
   // above it.
   void visit(const WalkEntry& e) {
     if (artifact_ && e.depth <= artifact_->depth) finish_artifact();
+    if (e.depth < layout_.depth) finish_groups();  // past the directory holding them
     if (kept_depth_ >= 0 && e.depth <= kept_depth_) kept_depth_ = -1;
     if (artifact_) {
       add(e.st);
@@ -84,10 +88,31 @@ class Walker {
     } else if (e.depth < layout_.depth) {
       count_outside(e.st);
       tops.push_back(e.rel);
+    } else if (has_groups(layout_)) {
+      // A member of a group: its siblings may come before or after it.
+      std::string key = group_key_path(layout_, e.rel);
+      auto it = groups_.find(key);
+      if (it == groups_.end()) {
+        artifact_.emplace(Artifact{key, e.depth, ctime_ns(e.st), 0, {}, {}});
+      } else {
+        artifact_.emplace(std::move(it->second));
+        groups_.erase(it);
+        artifact_->created = std::min(artifact_->created, ctime_ns(e.st));
+      }
+      add(e.st);
     } else {
       artifact_.emplace(Artifact{e.rel, e.depth, ctime_ns(e.st), e.st.st_ino, {}, {}});
       add(e.st);
     }
+  }
+
+  // Groups whose members were all seen: the walk has left their directory.
+  void finish_groups() {
+    for (auto& [key, group] : groups_) {
+      rebuild_.artifact(group.name, group.usage, group.created, 0);
+      summary.artifacts++;
+    }
+    groups_.clear();
   }
 
   void add(const struct stat& st) {
@@ -98,6 +123,12 @@ class Walker {
 
   void finish_artifact() {
     if (!artifact_) return;
+    if (has_groups(layout_)) {
+      std::string key = artifact_->name;
+      groups_.emplace(std::move(key), std::move(*artifact_));
+      artifact_.reset();
+      return;
+    }
     rebuild_.artifact(artifact_->name, artifact_->usage, artifact_->created, artifact_->root_ino);
     summary.artifacts++;
     artifact_.reset();
@@ -147,6 +178,7 @@ class Walker {
   std::map<ino_t, std::map<std::string, std::uint32_t>> links_;
   std::chrono::steady_clock::time_point last_report_ = std::chrono::steady_clock::now();
   std::optional<Artifact> artifact_;
+  std::map<std::string, Artifact> groups_;  // by key: groups of the directory being walked
   int kept_depth_ = -1;  // depth of the kept entry being visited, or -1
 };
 }  // namespace

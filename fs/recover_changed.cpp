@@ -41,6 +41,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <map>
@@ -48,6 +49,7 @@
 #include <set>
 #include <unordered_map>
 
+#include "fs/artifact_groups.hpp"
 #include "fs/beneath.hpp"
 #include "fs/tree_walk.hpp"
 #include "fs/usage.hpp"
@@ -114,16 +116,16 @@ struct Walked {
   index::TimeNs created = 0;
 };
 
-// Walks one artifact as reconcile's Walker does: every inode once per
-// artifact. False if the tree changed under the walk.
-bool walk_artifact(const Parent& parent, const std::string& unit, SharedInodes& shared, std::uint64_t& entries,
-                   Walked& out) {
-  std::set<ino_t> seen;
-  return walk_tree(parent.fd(), parent.name(), [&](const WalkEntry& e) {
+// Walks one top entry of an artifact as reconcile's Walker does: every
+// inode once per artifact (`seen` is shared by the members of a group).
+// False if the tree changed under the walk.
+bool walk_entry(int parent_fd, const std::string& name, const std::string& unit, SharedInodes& shared,
+                std::uint64_t& entries, std::set<ino_t>& seen, Walked& out) {
+  return walk_tree(parent_fd, name, [&](const WalkEntry& e) {
     ++entries;
     if (e.depth == 0) {
+      out.created = out.created == 0 ? ctime_ns(e.st) : std::min(out.created, ctime_ns(e.st));
       out.root_ino = e.st.st_ino;
-      out.created = ctime_ns(e.st);
     }
     if (!S_ISDIR(e.st.st_mode) && e.st.st_nlink > 1) {
       Shared& s = shared[e.st.st_ino];
@@ -134,6 +136,27 @@ bool walk_artifact(const Parent& parent, const std::string& unit, SharedInodes& 
     out.usage += usage_of(e.st);
     return true;
   });
+}
+
+// Walks an artifact: the entry its record names, or with group suffixes
+// every member of the group its record's name is the key of (root_ino 0).
+// `present` says whether any entry was there.
+bool walk_artifact(const config::Layout& layout, const Parent& parent, const std::string& unit, SharedInodes& shared,
+                   std::uint64_t& entries, Walked& out, bool& present) {
+  std::set<ino_t> seen;
+  if (!has_groups(layout)) {
+    struct stat st;
+    present = parent.lstat(st);
+    return !present || walk_entry(parent.fd(), parent.name(), unit, shared, entries, seen, out);
+  }
+  const auto members = parent.fd() >= 0 ? existing_group_members(parent.fd(), layout, parent.name())
+                                        : std::vector<std::string>{};
+  present = !members.empty();
+  for (const auto& member : members) {
+    if (!walk_entry(parent.fd(), member, unit, shared, entries, seen, out)) return false;
+  }
+  out.root_ino = 0;
+  return true;
 }
 
 // The outside usage: the data root and every outside top (kept entries with
@@ -282,7 +305,7 @@ RecoverySummary recover_changed(int data_fd, const config::Layout& layout, index
     switch (cls.kind) {
       case PathKind::artifact_root:
       case PathKind::in_artifact:
-        checks[cls.top].marked = true;
+        checks[has_groups(layout) ? group_key_path(layout, cls.top) : cls.top].marked = true;
         break;
       case PathKind::kept:
       case PathKind::in_kept:
@@ -297,7 +320,7 @@ RecoverySummary recover_changed(int data_fd, const config::Layout& layout, index
         ++sum.namespaces;
         std::vector<FoundRoot> roots;
         for (auto& top : outside_tops_at(data_fd, layout, path, &roots, &sum.entries)) new_tops.insert(top);
-        for (const auto& root : roots) checks[root.path];
+        for (const auto& root : roots) checks[has_groups(layout) ? group_key_path(layout, root.path) : root.path];
         index.for_each_with_prefix(path + "/", [&](const index::ArtifactRecord& rec) { note(rec, false); });
         break;
       }
@@ -317,16 +340,19 @@ RecoverySummary recover_changed(int data_fd, const config::Layout& layout, index
   for (const auto& [name, c] : checks) {
     Parent parent(data_fd, name);
     struct stat st;
-    if (!parent.lstat(st)) {
-      if (c.record) gone.push_back(*c.record);
-      continue;
-    }
     // Found by listing a namespace, same inode as recorded, not itself
     // changed: its usage is what the index says.
-    if (c.record && !c.marked && c.record->root_ino != 0 && c.record->root_ino == st.st_ino) continue;
+    if (c.record && !c.marked && c.record->root_ino != 0 && parent.lstat(st) && c.record->root_ino == st.st_ino) {
+      continue;
+    }
     Walked walked;
-    if (!walk_artifact(parent, name, shared, sum.entries, walked)) {
+    bool present = false;
+    if (!walk_artifact(layout, parent, name, shared, sum.entries, walked, present)) {
       return give_up("the data tree changed while " + name + " was being walked");
+    }
+    if (!present) {
+      if (c.record) gone.push_back(*c.record);
+      continue;
     }
     ++sum.artifacts;
     if (c.record) {

@@ -25,6 +25,9 @@ std::string layout_text(const config::Layout& layout) {
   std::ostringstream out;
   out << "depth " << layout.depth << "\n";
   for (const auto& glob : layout.keep) out << "keep " << glob << "\n";
+  // Written only when set, so that stores made before groups existed keep
+  // their layout (no walk at the first mount of a newer artifactfs).
+  for (const auto& suffix : layout.group_suffixes) out << "group-suffix " << suffix << "\n";
   return out.str();
 }
 
@@ -83,6 +86,7 @@ Store::Store(fsys::path root) : root_(std::move(root)) {
   make_dir(data_dir());
   make_dir(index_dir());
   make_dir(trash_dir());
+  make_dir(evicting_dir());
   if (access(root_.c_str(), W_OK) != 0) {
     throw UserError("store " + root_.string() + " is not writable: " + std::strerror(errno));
   }
@@ -155,6 +159,10 @@ std::optional<config::Layout> recorded_layout(const fsys::path& store) {
       std::string glob;
       std::getline(in >> std::ws, glob);
       layout.keep.push_back(glob);
+    } else if (word == "group-suffix") {
+      std::string suffix;
+      std::getline(in >> std::ws, suffix);
+      layout.group_suffixes.push_back(suffix);
     } else {
       return std::nullopt;
     }

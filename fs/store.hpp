@@ -4,6 +4,7 @@
 //   STORE/data     the data tree, what the mount shows
 //   STORE/index/   the LMDB index (data.mdb, lock.mdb)
 //   STORE/trash/   evicted artifacts waiting to be deleted
+//   STORE/evicting/ evictions of artifacts of several entries, being staged
 //   STORE/lock     "PID MOUNTPOINT" of the daemon holding the store (flock)
 //   STORE/layout   the layout the index was built for
 #pragma once
@@ -35,6 +36,8 @@ class Store {
   std::filesystem::path data_dir() const { return root_ / "data"; }
   std::filesystem::path index_dir() const { return root_ / "index"; }
   std::filesystem::path trash_dir() const { return root_ / "trash"; }
+  // Evictions of artifacts of several entries being staged (group_eviction.hpp).
+  std::filesystem::path evicting_dir() const { return root_ / "evicting"; }
 
   // Records the daemon's pid and mountpoint in the lock file (after
   // daemonizing, when the pid is final).

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+import build_projects
 import harness
 
 DEPTH = 3
@@ -250,3 +251,56 @@ def test_ccache_readonly_unprivileged_hit_recorded(cc_mount, cc, base):
     assert not owned, f"the read-only user created files in the store: {owned}"
     assert _hits(cc.stats()) == _hits(stats_before), "ccache's own counters saw the read-only hit"
     harness.assert_accounting(m, DEPTH, KEEP, expect_keys=keys)
+
+
+# --------------------------------------------------------------------------
+# a real project built with make -j, through an eviction
+
+
+UNITS = 200
+CC_LAYOUT = (f"  depth: {DEPTH}\n  keep: [" + ", ".join(f"'{k}'" for k in KEEP) + "]\n")
+
+
+def test_ccache_make_j_rebuilds_through_eviction(mount_factory, base):
+    """A project of a few hundred translation units built with make -j and
+    CCACHE_DIR on the mount (max_size = 0): from clean all misses; rebuilt
+    from clean all hits; after the quota evicted part of the cache, rebuilt
+    again: it succeeds with some misses and the rest hits, no errors, and
+    the program computes what it must."""
+    _require_tools()
+    cfg = base / "artifactfs.yaml"
+    build_projects.quota_config(cfg, CC_LAYOUT, "unlimited")
+    m = mount_factory("m", config=cfg)
+    cc = Ccache(m.mnt, base)
+    cc.tool("--set-config", "max_size=0")
+    proj = base / "proj"
+    expected = build_projects.c_project(proj, UNITS)
+    env = cc.env()
+    jobs = str(max(2, 2 * (os.cpu_count() or 1)))
+
+    def build() -> dict[str, int]:
+        harness.check(["make", "-s", "clean"], cwd=proj, env=env)
+        cc.tool("--zero-stats")
+        r = subprocess.run(["make", "-s", "-j", jobs, "CC=ccache gcc", "prog"], cwd=proj, env=env,
+                           capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, f"make failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}"
+        assert harness.check([proj / "prog"]).strip() == str(expected), "the program computed a wrong value"
+        s = cc.stats()
+        errors = {k: v for k, v in s.items() if v and any(w in k for w in ("error", "failed", "bad_"))}
+        assert not errors, f"ccache reported errors: {errors}"
+        return s
+
+    first = build()
+    assert _misses(first) == UNITS + 1 and _hits(first) == 0, first
+    second = build()
+    assert _hits(second) == UNITS + 1 and _misses(second) == 0, second
+    harness.assert_accounting(m, DEPTH, KEEP)
+
+    evicted = build_projects.shrink_quota_and_wait(m, cfg, CC_LAYOUT, _artifacts(m))
+    assert evicted > 0
+    third = build()
+    assert _misses(third) > 0, f"nothing was missing after {evicted} evictions: {third}"
+    assert _hits(third) > 0, f"the eviction took everything: {third}"
+    assert _hits(third) + _misses(third) == UNITS + 1, third
+    harness.assert_accounting(m, DEPTH, KEEP)
+    print(f"ccache: {evicted} artifacts evicted; rebuild: {_hits(third)} hits, {_misses(third)} misses")

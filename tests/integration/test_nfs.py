@@ -1,5 +1,6 @@
-"""An artifactfs mount exported over NFSv4 by nfs-ganesha (FSAL VFS) and read
-with libnfs (`nfs-cat`, `nfs-ls`), everything on loopback.
+"""An artifactfs mount exported over NFS (v3 and v4) by nfs-ganesha (FSAL
+VFS) and read with libnfs (`nfs-cat`, `nfs-cp`, `nfs-ls`), everything on
+loopback.
 
 Ganesha serves clients from the file handles of the FUSE mount
 (name_to_handle_at / open_by_handle_at). Once the kernel has forgotten the
@@ -10,19 +11,23 @@ client gets NFS4ERR_STALE. The reads ganesha makes on behalf of its clients
 are opens like any other and must be recorded on the artifact.
 
 Ganesha runs in the foreground with its own configuration, log, pid file and
-recovery directory below the test's directory, NFSv4 only (no rpcbind),
-bound to 127.0.0.1 on a free port, and is always stopped by the fixture
-before the FUSE mount is unmounted.
+recovery directory below the test's directory, bound to 127.0.0.1 on free
+ports, and is always stopped by the fixture before the FUSE mount is
+unmounted. NFSv4 alone needs nothing else; with NFSv3 ganesha registers with
+rpcbind, which the `rpcbind` fixture starts (and stops, by pid) unless one
+is running; libnfs is given the NFS and MOUNT ports, so it never asks rpcbind.
 """
 
 from __future__ import annotations
 
 import ctypes
+import random
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -58,11 +63,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _ganesha_config(export_path: Path, port: int, recovery: Path) -> str:
+def _ganesha_config(export_path: Path, port: int, recovery: Path, *, protocols: tuple[int, ...] = (4,),
+                    mnt_port: int = 0, access: str = "RW", extra: str = "") -> str:
+    versions = ", ".join(str(v) for v in protocols)
+    mnt = f"\n    MNT_Port = {mnt_port};" if 3 in protocols else ""
     return f"""\
 NFS_CORE_PARAM {{
-    Protocols = 4;
-    NFS_Port = {port};
+    Protocols = {versions};
+    NFS_Port = {port};{mnt}
     Bind_addr = 127.0.0.1;
     Enable_NLM = false;
     Enable_RQUOTA = false;
@@ -80,9 +88,9 @@ EXPORT {{
     Export_Id = 1;
     Path = "{export_path}";
     Pseudo = "{PSEUDO}";
-    Access_Type = RW;
+    Access_Type = {access};
     Squash = No_Root_Squash;
-    Protocols = 4;
+    Protocols = {versions};
     Transports = TCP;
     SecType = sys;
     # Revalidate attributes with the file system on every request, so that
@@ -92,23 +100,27 @@ EXPORT {{
         Name = VFS;
     }}
 }}
-"""
+{extra}"""
 
 
 class Ganesha:
     """ganesha.nfsd -F with its own files below `d`, exporting `export_path`."""
 
-    def __init__(self, d: Path, export_path: Path):
+    def __init__(self, d: Path, export_path: Path, *, protocols: tuple[int, ...] = (4,), access: str = "RW",
+                 extra: str = ""):
         self.dir = d
         self.dir.mkdir(parents=True, exist_ok=True)
         self.export_path = export_path
         self.port = _free_port()
+        self.mnt_port = _free_port() if 3 in protocols else 0
+        self.protocols = protocols
         self.conf = d / "ganesha.conf"
         self.log = d / "ganesha.log"
         self.pidfile = d / "ganesha.pid"
         self.recovery = d / "recovery"
         self.recovery.mkdir(exist_ok=True)
-        self.conf.write_text(_ganesha_config(export_path, self.port, self.recovery))
+        self.conf.write_text(_ganesha_config(export_path, self.port, self.recovery, protocols=protocols,
+                                             mnt_port=self.mnt_port, access=access, extra=extra))
         self.proc: subprocess.Popen | None = None
 
     def log_text(self, tail: int = 60) -> str:
@@ -165,17 +177,22 @@ class Ganesha:
         self.proc = None
 
     # ---- libnfs clients -------------------------------------------------------
-    def url(self, rel: str) -> str:
+    def url(self, rel: str, version: int = 4) -> str:
+        """NFSv4 names the export by its pseudo path, NFSv3 by its real path
+        (the MOUNT protocol)."""
         rel = rel.strip("/")
+        if version == 3:
+            root = str(self.export_path)
+            return f"nfs://127.0.0.1{root}/{rel}?version=3&nfsport={self.port}&mountport={self.mnt_port}"
         path = f"{PSEUDO}/{rel}" if rel else f"{PSEUDO}/"
         return f"nfs://127.0.0.1{path}?version=4&nfsport={self.port}"
 
     def _run(self, argv: list[str]) -> subprocess.CompletedProcess:
         return subprocess.run(argv, capture_output=True, timeout=NFS_TIMEOUT)
 
-    def cat(self, rel: str) -> bytes:
-        r = self._run(["nfs-cat", self.url(rel)])
-        assert r.returncode == 0, (f"nfs-cat {self.url(rel)} exited {r.returncode}: "
+    def cat(self, rel: str, version: int = 4) -> bytes:
+        r = self._run(["nfs-cat", self.url(rel, version)])
+        assert r.returncode == 0, (f"nfs-cat {self.url(rel, version)} exited {r.returncode}: "
                                    f"{r.stderr.decode(errors='replace').strip()}\n"
                                    f"ganesha log:\n{self.log_text(20)}")
         return r.stdout
@@ -427,3 +444,214 @@ def test_nfs_reads_order_artifacts_by_last_use(nfs_mount, ganesha):
                3.0, what="st_atime of the artifact read over NFS to equal its last_access")
     out = harness.check(["ls", "-1ut", m.mnt / "aa"]).split()
     assert out == ["new", "old"], out
+
+
+# --------------------------------------------------------------------------
+# NFSv3 and NFSv4 together: rpcbind, parallel copies during eviction, a
+# read-only export
+
+
+def _rpcbind_answers() -> bool:
+    try:
+        return subprocess.run(["rpcinfo", "-p", "127.0.0.1"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.fixture
+def rpcbind():
+    """rpcbind for ganesha's NFSv3 registration: the one running, or one
+    started here and stopped by its pid afterwards."""
+    if not shutil.which("rpcbind") or not shutil.which("rpcinfo"):
+        pytest.skip("not installed: rpcbind (package rpcbind, which nfs-ganesha depends on)")
+    if _rpcbind_answers():
+        yield None
+        return
+    proc = subprocess.Popen(["rpcbind", "-f"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        wait_until(lambda: proc.poll() is not None or _rpcbind_answers(), 10.0, 0.05, what="rpcbind to answer")
+        assert proc.poll() is None, f"rpcbind exited: {proc.stderr.read().decode(errors='replace')}"
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+# Ganesha keeps the files its NFSv3 clients read open (its descriptor cache)
+# until its reaper closes them, and an open file keeps its artifact from
+# being evicted. These settings make the reaper run every second and close
+# whatever is idle; the README's farm guide recommends them.
+CLOSE_IDLE_FILES = """\
+MDCACHE {
+    FD_LWMark_Percent = 0;
+    FD_HWMark_Percent = 10;
+    LRU_Run_Interval = 1;
+}
+"""
+
+
+def _ganesha_v3_v4(base: Path, m: harness.Mount, access: str = "RW"):
+    g = Ganesha(base / "ganesha", m.mnt, protocols=(3, 4), access=access, extra=CLOSE_IDLE_FILES)
+    g.start()
+    return g
+
+
+FARM_KEYS_DIR = "ab"
+KiB = 1024
+
+
+def _farm_content(key: str) -> bytes:
+    """What artifact `key` holds, whoever wrote it: any copy can be checked."""
+    rnd = random.Random(key)
+    return rnd.randbytes(rnd.randint(40, 200) * KiB)
+
+
+def _write_quota_config(path: Path, max_size: str) -> None:
+    path.write_text("layout:\n  depth: 2\nindex:\n  flush-interval: 100ms\n"
+                    f"quota:\n  max-size: {max_size}\n  min-free: 0\n  low-watermark: 0.5\n  min-age: 0s\n"
+                    "  check-interval: 100ms\n")
+
+
+def test_parallel_nfs_copies_during_eviction(mount_factory, base, rpcbind):
+    """Four libnfs clients (two NFSv3, two NFSv4) copy artifacts with nfs-cp
+    while a local writer keeps publishing new ones and the quota keeps
+    evicting the least recently used. Every copy is complete and equal to
+    what was written, or fails before any byte came because the artifact was
+    gone (NOENT, or STALE for a handle the client had looked up before):
+    eviction shows to clients as absence, never as a short or corrupt file."""
+    _require_environment()
+    cfg = base / "artifactfs.yaml"
+    _write_quota_config(cfg, "unlimited")
+    m = mount_factory("m", config=cfg)
+    (m.mnt / FARM_KEYS_DIR).mkdir()
+    counter = [0]
+
+    def publish_one() -> None:
+        key = f"k{counter[0]:05}"
+        counter[0] += 1
+        tmp = m.mnt / FARM_KEYS_DIR / f".tmp-{key}"
+        tmp.write_bytes(_farm_content(key))
+        os.rename(tmp, m.mnt / FARM_KEYS_DIR / key)
+
+    for _ in range(40):
+        publish_one()
+    usage = m.totals()["total.disk_bytes"]
+    # About half of what is there now fits: the writer's every new artifact
+    # pushes the cache over and the quota evicts.
+    _write_quota_config(cfg, str(usage // 2))
+    os.kill(m.pid, signal.SIGHUP)
+
+    g = _ganesha_v3_v4(base, m)
+    stop = threading.Event()
+    outcome: dict[str, dict[str, int]] = {}
+    problems: list[str] = []
+    lock = threading.Lock()
+    out_dir = base / "copies"
+    out_dir.mkdir()
+
+    def reader(name: str, version: int) -> None:
+        rnd = random.Random(name)
+        counts = {"complete": 0, "absent": 0}
+        n = 0
+        while not stop.is_set():
+            names = [x for x in os.listdir(m.data / FARM_KEYS_DIR) if not x.startswith(".")]
+            if not names:
+                continue
+            key = rnd.choice(names)
+            dest = out_dir / f"{name}-{n}"
+            n += 1
+            r = subprocess.run(["nfs-cp", g.url(f"{FARM_KEYS_DIR}/{key}", version), str(dest)],
+                               capture_output=True, timeout=NFS_TIMEOUT)
+            err = r.stderr.decode(errors="replace").strip()
+            if r.returncode == 0:
+                got = dest.read_bytes()
+                if got != _farm_content(key):
+                    with lock:
+                        problems.append(f"{name}: {key}: copied {len(got)} bytes that differ from the "
+                                        f"{len(_farm_content(key))} written")
+                else:
+                    counts["complete"] += 1
+            else:
+                # Clean only if nothing was copied and the artifact is gone
+                # indeed (keys are never published again). libnfs says
+                # NOENT, STALE, or that the file it opened cannot be stat'ed.
+                copied = dest.stat().st_size if dest.exists() else 0
+                if copied or (m.data / FARM_KEYS_DIR / key).exists():
+                    with lock:
+                        problems.append(f"{name}: {key}: nfs-cp exited {r.returncode} after {copied} bytes "
+                                        f"(artifact still there: {(m.data / FARM_KEYS_DIR / key).exists()}): {err}")
+                else:
+                    counts["absent"] += 1
+            dest.unlink(missing_ok=True)
+        with lock:
+            outcome[name] = counts
+
+    threads = [threading.Thread(target=reader, args=(f"v{v}-{i}", v)) for v in (3, 4) for i in range(2)]
+    try:
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not problems:
+            publish_one()
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=NFS_TIMEOUT + 10)
+        g.stop()
+    assert not problems, "copies over NFS that were not whole:\n  " + "\n  ".join(problems[:20])
+    for name, counts in outcome.items():
+        assert counts["complete"] > 0, f"{name} never copied an artifact: {outcome}"
+    evictions = m.totals()["stats.evictions"]
+    assert evictions > 0, "the quota evicted nothing"
+    print(f"{counter[0]} artifacts published, {evictions} evicted; copies: {outcome}")
+    # ganesha is gone: the quota catches up, then the index equals the tree
+    wait_until(lambda: m.totals()["total.disk_bytes"] <= usage // 2, 30.0, what="usage under the limit")
+    last = [m.totals()["stats.evictions"], time.monotonic()]
+
+    def settled():
+        n = m.totals()["stats.evictions"]
+        if n != last[0]:
+            last[:] = [n, time.monotonic()]
+        return time.monotonic() - last[1] > 1.0 and not os.listdir(m.store / "trash")
+    wait_until(settled, 30.0, 0.1, what="the cleanup to end")
+    harness.assert_accounting(m, depth=2)
+
+
+@pytest.mark.parametrize("version", [3, 4])
+def test_readonly_export_records_reads(mount_factory, base, rpcbind, version):
+    """An export with Access_Type = RO: its clients cannot change the cache,
+    and their reads still count as uses of the artifacts."""
+    _require_environment()
+    m = mount_factory("m", depth=2, sets=["index.flush-interval=100ms"])
+    files = _make_artifact(m)
+    g = _ganesha_v3_v4(base, m, access="RO")
+    try:
+        for rel, data in files.items():
+            before = m.facts(KEY)
+            t0 = time.time_ns()
+            assert g.cat(rel, version) == data
+            after = m.facts(KEY)
+            assert after["access_count"] > before["access_count"], (rel, before, after)
+            assert t0 <= after["last_access"] <= time.time_ns(), (t0, after)
+        # after the kernel forgot the inodes too
+        drop_caches()
+        before = m.facts(KEY)
+        assert g.cat(f"{KEY}/obj.bin", version) == files[f"{KEY}/obj.bin"]
+        assert m.facts(KEY)["access_count"] > before["access_count"]
+        # and no client can write or remove through it
+        snapshot = harness.snapshot(m.data)
+        src = base / "local.txt"
+        src.write_bytes(b"not allowed\n")
+        r = subprocess.run(["nfs-cp", str(src), g.url(f"{KEY}/new.txt", version)], capture_output=True,
+                           timeout=NFS_TIMEOUT)
+        assert r.returncode != 0 and b"ROFS" in r.stderr, r.stderr
+        assert harness.snapshot(m.data) == snapshot, "a read-only export changed the cache"
+    finally:
+        g.stop()

@@ -164,6 +164,21 @@ TEST_CASE("bad globs in the keep list are reported one by one", "[config][load]"
   CHECK_THAT(problems[1], Catch::StartsWith(file.string() + ":5: layout.keep[2]: empty glob"));
 }
 
+TEST_CASE("group suffixes: read, written back, and bad ones reported one by one", "[config][load]") {
+  TempDir dir;
+  const auto good = dir.write("g.yaml", "layout:\n  depth: 3\n  group-suffixes: [\".siginfo\", \".sig\"]\n");
+  const auto config = artifactfs::config::load(good);
+  CHECK(config.layout.group_suffixes == std::vector<std::string>{".siginfo", ".sig"});
+  CHECK(artifactfs::config::load(dir.write("back.yaml", artifactfs::config::to_yaml(config))).layout.group_suffixes ==
+        config.layout.group_suffixes);
+  const auto file = dir.write("bad.yaml", "layout:\n  group-suffixes:\n    - .sig\n    - a/b\n    - \"\"\n    - .sig\n");
+  const auto problems = problems_of(file);
+  REQUIRE(problems.size() == 3);
+  CHECK_THAT(problems[0], Catch::StartsWith(file.string() + ":4: layout.group-suffixes[1]: 'a/b' contains '/'"));
+  CHECK_THAT(problems[1], Catch::StartsWith(file.string() + ":5: layout.group-suffixes[2]: empty suffix"));
+  CHECK_THAT(problems[2], Catch::StartsWith(file.string() + ":6: layout.group-suffixes[3]: '.sig' is listed twice"));
+}
+
 TEST_CASE("duplicate keys are an error rather than a silent choice", "[config][load]") {
   TempDir dir;
   const auto file = dir.write("dup.yaml", "fuse:\n  threads: 2\n  threads: 4\n");
