@@ -14,6 +14,7 @@ pkg() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo "not installed"; 
 kv host "$(hostname -s)"
 kv date "$(date '+%F %T %Z')"
 kv nproc "$(nproc)"
+kv "niceness of the run" "$(nice)"
 kv CPU "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
 kv memory "$(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
 kv kernel "$(uname -r)"
