@@ -168,7 +168,10 @@ mount_store() {
   "$ARTIFACTFS" mount "$STORE" "$MNT" -f -c "$CFG" > "$logf" 2>&1 &
   DAEMON_PID=$!
   for _ in $(seq 36000); do
-    if grep -q " $MNT fuse" /proc/mounts && stat -f "$MNT" >/dev/null 2>&1; then
+    # Only the daemon answers this attribute: neither the dead mount a
+    # kill -9 leaves behind nor the bare directory in the moment between
+    # its removal and the new mount does.
+    if getfattr --only-values -n user.artifactfs.total.artifacts "$MNT" >/dev/null 2>&1; then
       MOUNT_SECS=$(since "$t0")
       return 0
     fi
@@ -247,6 +250,10 @@ usage=$(xattr total.disk_bytes)
 artifacts=$(xattr total.artifacts)
 one=$(( $(stat -c %b "$DATA/a000000/f000") * 512 ))
 raw "before_eviction total.disk_bytes=$usage total.artifacts=$artifacts artifact_disk_bytes=$one"
+if [[ $artifacts != $(( N + 10 )) ]]; then
+  echo "scale.sh: the mount after kill -9 shows $artifacts artifacts, not $(( N + 10 )); see $LOGDIR/mount-after-kill.log" >&2
+  exit 1
+fi
 
 # ---- 4. rm -rf of the first copy ---------------------------------------------------------------
 rm_rf() {  # rm_rf TAG DIR
