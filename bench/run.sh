@@ -101,6 +101,10 @@ fi
 COMPLETE=0
 [[ $SMOKE == 0 && " $TARGETS " == " $ALL_TARGETS " && " $WORKLOADS " == " $ALL_WORKLOADS " ]] && COMPLETE=1
 if [[ -z $README_FILE && $NO_README == 0 && $COMPLETE == 1 ]]; then README_FILE=$REPO/README.md; fi
+# A smoke run regenerates a copy of the README beside its results: the
+# generation is checked, the real README is left alone.
+SMOKE_README=0
+if [[ -z $README_FILE && $NO_README == 0 && $SMOKE == 1 ]]; then README_FILE=$OUT_DIR/README.md; SMOKE_README=1; fi
 [[ $NO_README == 1 ]] && README_FILE=""
 
 # ---- sizes ---------------------------------------------------------------------
@@ -609,7 +613,17 @@ if [[ -n $SCALE_N ]]; then
   "$HERE/scale.sh" "${scale_args[@]}"
   RESULTS+=("$OUT_DIR/$NAME-scale.md")
 fi
+if [[ -n $WORKLOADS && ( $COMPLETE == 1 || $SMOKE == 1 ) && " $TARGETS " == " $ALL_TARGETS " && " $WORKLOADS " == " $ALL_WORKLOADS " ]]; then
+  # Every goal needs figures from every part: a missing one is a broken part.
+  if grep -q "| not measured |" "$OUT_DIR/$NAME.md"; then
+    echo "run.sh: some goals were not measured (a workload or target produced no figures):" >&2
+    grep "| not measured |" "$OUT_DIR/$NAME.md" >&2
+    exit 1
+  fi
+  [[ -s $OUT_DIR/$NAME.png ]] || { echo "run.sh: no chart was drawn" >&2; exit 1; }
+fi
 if [[ -n $README_FILE ]]; then
+  [[ $SMOKE_README == 1 ]] && cp "$REPO/README.md" "$README_FILE"
   python3 "$HERE/readme.py" --results "$OUT_DIR" $([[ $SMOKE == 1 ]] && echo --accept-smoke) "$README_FILE"
   RESULTS+=("$README_FILE")
 fi
