@@ -146,7 +146,8 @@ mkdir -p "$MNT" "$LOGDIR"
 mkdir -p "$STORE"; chmod 700 "$STORE"  # the daemon refuses a store other users can enter
 : > "$TSV"; : > "$LOADGEN_LOG"
 STAMP=$(date +%Y-%m-%d-%H%M)
-NAME=$STAMP-$(hostname -s)$([[ $SMOKE == 1 ]] && echo -smoke)
+NAME=$STAMP-$(hostname -s)
+[[ $SMOKE == 1 ]] && NAME+=-smoke
 
 # ---- cleanup: every mount unmounted, every process stopped by its pid --------------
 DAEMON_PID=""
@@ -212,7 +213,7 @@ debian_source() {
     > "$d/sources.list"
   local apt_opts=(-o "Dir::Etc::SourceList=$d/sources.list" -o Dir::Etc::SourceParts=/nonexistent
                   -o "Dir::State::Lists=$d/lists" -o "Dir::Cache::Archives=$d/archives"
-                  -o Dir::Cache::pkgcache= -o Dir::Cache::srcpkgcache=)
+                  -o Dir::Cache::pkgcache= -o Dir::Cache::srcpkgcache= -o APT::Sandbox::User=root)
   local version=${2:-}
   if ! ls "$d/src/${package}_"*.orig.tar.* >/dev/null 2>&1; then
     log "downloading the Debian source package $package${version:+ $version}"
@@ -362,7 +363,9 @@ prepare_tree() {
   note tree_files "$(tar -tf "$WORKDIR/source.tar" | grep -vc '/$')"
   note tree_mib "$(( $(stat -c %s "$WORKDIR/source.tar") >> 20 ))"
   cat "$WORKDIR/source.tar" > /dev/null  # in the page cache: the archive is not what is measured
-  for t in native artifactfs-t4 passthrough_hp bindfs mergerfs; do has_target "$t" && TREE_TARGETS+=" $t"; done
+  for t in native artifactfs-t4 passthrough_hp bindfs mergerfs; do
+    if has_target "$t"; then TREE_TARGETS+=" $t"; fi
+  done
 }
 
 tree_round() {
