@@ -83,15 +83,19 @@ def ratio_table(res: Results) -> list[str]:
     return out
 
 
-def profile_table(res: Results) -> list[str]:
+def profile_table(res: Results, prefix: str, first: list[str]) -> list[str]:
+    """Per target and operation, the profile keys starting with `prefix`
+    (after the keys in `first`), most frequent first."""
     if not res.profile:
         return []
-    keys: list[str] = []
+    totals: dict[str, float] = {}
     for values in res.profile.values():
-        keys += [k for k in values if k not in keys]
-    keys.sort(key=lambda k: (not k.startswith("daemon_"), k))
-    out = ["| target | operation | " + " | ".join(k.replace("syscalls_per_op:", "") for k in keys) + " |",
-           "|---" * (len(keys) + 2) + "|"]
+        for k, v in values.items():
+            if k.startswith(prefix) and k not in first:
+                totals[k] = totals.get(k, 0) + v
+    keys = first + sorted(totals, key=lambda k: -totals[k])
+    names = [k.split(":", 1)[-1] for k in keys]
+    out = ["| target | operation | " + " | ".join(names) + " |", "|---" * (len(keys) + 2) + "|"]
     for (target, op), values in res.profile.items():
         out.append(f"| {label(target)} | {op} | " + " | ".join(fmt(values.get(k)) for k in keys) + " |")
     return out
@@ -189,12 +193,17 @@ def report(tsv: Path) -> None:
     ratios = ratio_table(res)
     if ratios:
         lines += ["## Ratios within rounds", "", *ratios, ""]
-    prof = profile_table(res)
-    if prof:
-        lines += ["## Profile: what one operation costs the daemon", "",
-                  "Per operation (one file opened, stated or extracted): the daemon's CPU time and context "
-                  "switches (`perf stat -p`), and its system calls (`strace -c -f -p`; reads of /dev/fuse are "
-                  "requests received, writev replies sent; the top eight).", "", *prof, ""]
+    requests = profile_table(res, "requests_per_op:", ["daemon_cpu_us_per_op", "daemon_context_switches_per_op",
+                                                         "requests_per_op:all"])
+    if requests:
+        lines += ["## Profile: what one operation costs", "",
+                  "Per operation (one file opened, stated or extracted from the tarball): the daemon's CPU time "
+                  "in µs and its context switches (`perf stat -p`), and the FUSE requests the kernel sent, all "
+                  "and by opcode (tracepoint `fuse:fuse_request_send` on this mount's connection).", "",
+                  *requests, "",
+                  "The daemon's system calls per operation (`strace -c -f -p`; a request is one read of "
+                  "/dev/fuse, its reply one writev):", "",
+                  *profile_table(res, "syscalls_per_op:", []), ""]
     lines += ["## Commands", "", "```"]
     lines += [f"{t}: {c}" for t, c in res.commands.items()]
     lines += ["```", ""]

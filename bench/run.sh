@@ -513,10 +513,11 @@ eviction_round() {
 }
 
 # ---- workload: profile (what each request costs, per operation) -----------------------------
-# For each target: the daemon's syscalls per operation (strace -c -f on the
-# daemon; reads of /dev/fuse are requests, writev replies) and its CPU time
-# and context switches per operation (perf stat -p), for warm opens, cold
-# stats and tar extraction.
+# For each target and operation (warm opens, cold stats, tarball extraction),
+# per operation: the FUSE requests the kernel sent, by opcode (the
+# fuse:fuse_request_send tracepoint, filtered to this mount's connection);
+# the daemon's CPU time and context switches (perf stat -p); and its system
+# calls (strace -c -f -p).
 profile_prepare() {  # profile_prepare OPERATION COMMAND...: the state the operation is measured in
   local op=$1; shift
   case $op in
@@ -534,6 +535,14 @@ profile_op() {  # profile_op TARGET OPERATION COUNT COMMAND...
                          $3 == "context-switches" {printf "daemon_context_switches_per_op %.2f\n", $1 / n}' "$f.perf" |
     while read -r k v; do profile_row "$t" "$op" "$k" "$v"; done
   profile_prepare "$op" "$@"
+  local conn
+  conn=$(( $(stat -c %Hd "$ROOT") << 20 | $(stat -c %Ld "$ROOT") ))  # the kernel's dev_t of the connection
+  perf record -q -e fuse:fuse_request_send --filter "connection == $conn" -a -o "$f.requests" -- "$@" > /dev/null 2>&1
+  perf script -i "$f.requests" -F trace 2> /dev/null | grep -o 'FUSE_[A-Z_0-9]*' | sort | uniq -c |
+    awk -v n="$count" '{total += $1; printf "requests_per_op:%s %.2f\n", substr($2, 6), $1 / n}
+                       END {printf "requests_per_op:all %.2f\n", total / n}' |
+    while read -r k v; do profile_row "$t" "$op" "$k" "$v"; done
+  profile_prepare "$op" "$@"
   strace -c -f -q -o "$f.strace" -p "$DAEMON_PID" &
   spid=$!
   sleep 1  # strace attaches to every thread
@@ -541,7 +550,7 @@ profile_op() {  # profile_op TARGET OPERATION COUNT COMMAND...
   kill -INT "$spid"; wait "$spid" 2>/dev/null || true
   # "% time seconds usecs/call calls [errors] syscall" rows: calls is the 4th field
   awk -v n="$count" '$NF != "total" && $NF ~ /^[a-z_0-9]+$/ && $4 ~ /^[0-9]+$/ {printf "syscalls_per_op:%s %.2f\n", $NF, $4 / n}' "$f.strace" |
-    sort -t' ' -k2 -gr | head -8 | while read -r k v; do profile_row "$t" "$op" "$k" "$v"; done
+    sort -t' ' -k2 -gr | head -6 | while read -r k v; do profile_row "$t" "$op" "$k" "$v"; done
 }
 
 profile_target() {
@@ -579,6 +588,7 @@ has_workload profile && ! has_workload tree && prepare_tree
 has_workload ccache && has_target native && has_target artifactfs-t4 && prepare_ccache
 
 for r in $(seq 1 "$ROUNDS"); do
+  [[ -z $WORKLOADS ]] && break
   log "round $r of $ROUNDS (load average $(cut -d' ' -f1-3 /proc/loadavg))"
   printf 'load\t%s\t%s\n' "$r" "$(cut -d' ' -f1 /proc/loadavg)" >> "$TSV"
   if has_workload files; then
