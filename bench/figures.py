@@ -218,3 +218,28 @@ def ratio_text(goal_or_measure: str, s: Spread | None) -> str:
         return fmt_spread(s, "x")
     inv = Spread(1 / s.median, 1 / s.high, 1 / s.low, s.n)
     return fmt_spread(s, "x") + f"; time {fmt(inv.median)}x"
+
+
+# The profiled operation that shows what a measurement costs per request.
+PROFILED = {"open_warm": "open_warm", "open_warm_j4": "open_warm", "stat_cold": "stat_cold",
+            "tar_extract_s": "tar_extract"}
+
+
+def evidence(res: Results, goal: Goal) -> str:
+    """From the profile: requests per operation by opcode and the daemon's CPU
+    time per operation, for the goal's target and what it is compared with."""
+    op = PROFILED.get(goal.measure)
+    if op is None:
+        return "-"
+    parts = []
+    for target in (goal.target, goal.against):
+        values = res.profile.get((target, op))
+        if not values:
+            continue
+        ops = sorted(((k.split(":", 1)[1], v) for k, v in values.items()
+                      if k.startswith("requests_per_op:") and not k.endswith(":all") and v >= 0.05),
+                     key=lambda kv: -kv[1])
+        by_op = " ".join(f"{name} {fmt(v)}" for name, v in ops)
+        parts.append(f"{TARGET_LABELS.get(target, target)}: {fmt(values.get('requests_per_op:all'))} requests "
+                     f"({by_op}), {fmt(values.get('daemon_cpu_us_per_op'))} µs daemon CPU")
+    return "; ".join(parts) if parts else "-"

@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from figures import (measure_label, GOALS, MEASURES, TARGET_LABELS, Results, fmt, fmt_spread, goal_verdict, load,
+from figures import (measure_label, GOALS, MEASURES, TARGET_LABELS, Results, fmt, fmt_spread, evidence, goal_verdict, load,
                      ratio_text)
 
 FILE_TABLES = [
@@ -64,10 +64,12 @@ def measure_table(res: Results, measures: list[str]) -> list[str]:
 
 
 def goals_table(res: Results) -> list[str]:
-    out = ["| goal | measured (median of per-round ratios, range) | verdict |", "|---|---|---|"]
+    out = ["| goal | measured (median of per-round ratios, range) | verdict | per operation, from the profile |",
+           "|---|---|---|---|"]
     for g in GOALS:
         r, verdict = goal_verdict(res, g)
-        out.append(f"| {g.text} ({label(g.target)} / {label(g.against)}) | {ratio_text(g.measure, r)} | {verdict} |")
+        out.append(f"| {g.text} ({label(g.target)} / {label(g.against)}) | {ratio_text(g.measure, r)} | {verdict} "
+                   f"| {evidence(res, g)} |")
     return out
 
 
