@@ -8,6 +8,7 @@ Performance section). A results file has tab-separated rows:
     cmd   TARGET COMMAND                 how a target was mounted
     load  ROUND LOADAVG                  1-minute load average when a round started
     m     ROUND TARGET MEASURE VALUE     one measurement
+    fail  ROUND TARGET MEASURE WHY       a measurement that failed (the run went on)
     p     TARGET OPERATION KEY VALUE     profile: per-operation counts of one target
 
 Every comparison is a ratio computed within a round (A and B measured minutes
@@ -116,6 +117,7 @@ class Results:
     loads: dict[int, float] = field(default_factory=dict)
     values: dict[tuple[str, str], dict[int, float]] = field(default_factory=dict)
     profile: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)
+    failures: list[tuple[str, str, str, str]] = field(default_factory=list)
 
     @property
     def targets(self) -> list[str]:
@@ -156,6 +158,8 @@ def load(path: Path) -> Results:
             res.loads[int(parts[1])] = float(parts[2])
         elif kind == "m" and len(parts) >= 5 and parts[4] not in ("", "-"):
             res.values.setdefault((parts[2], parts[3]), {})[int(parts[1])] = float(parts[4])
+        elif kind == "fail" and len(parts) >= 5:
+            res.failures.append((parts[1], parts[2], parts[3], parts[4]))
         elif kind == "p" and len(parts) >= 5:
             res.profile.setdefault((parts[1], parts[2]), {})[parts[3]] = float(parts[4])
     return res
@@ -221,7 +225,8 @@ def ratio_text(goal_or_measure: str, s: Spread | None) -> str:
 
 
 # The profiled operation that shows what a measurement costs per request.
-PROFILED = {"open_warm": "open_warm", "open_warm_j4": "open_warm", "stat_cold": "stat_cold",
+PROFILED = {"open_warm": "open_warm", "open_warm_j4": "open_warm", "open_cold": "open_cold",
+            "stat_cold": "stat_cold", "stat_warm": "stat_warm", "seq_warm": "seq_warm", "seq_cold": "seq_cold",
             "tar_extract_s": "tar_extract"}
 
 

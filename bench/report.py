@@ -43,10 +43,12 @@ def label(target: str) -> str:
 def machine_table(res: Results) -> list[str]:
     out = ["| | |", "|---|---|"]
     for key, value in res.meta.items():
-        if key not in ("complete", "smoke", "rounds", "command"):
+        if key not in ("complete", "smoke", "rounds", "command", "load average"):
             out.append(f"| {key} | {value} |")
     loads = ", ".join(f"{res.loads[r]:.2f}" for r in sorted(res.loads))
     out.append(f"| load average (1 min) at the start of each round | {loads} |")
+    if "load average" in res.meta:
+        out.append(f"| load average at the start | {res.meta['load average']} |")
     return out
 
 
@@ -164,6 +166,12 @@ def report(tsv: Path) -> None:
              f"[{tsv.name}]({tsv.name}). What each measurement does: bench/README.md.", ""]
     if res.meta.get("smoke") == "1":
         lines += ["**Smoke run: tiny sizes, one round. The figures mean nothing.**", ""]
+    if res.notes.get("run_history"):
+        lines += [f"**{res.notes['run_history']}**", ""]
+    if res.failures:
+        lines += ["## Failed measurements", "", "| round | target | measurement | error |", "|---|---|---|---|"]
+        lines += [f"| {r} | {label(t)} | {m} | {why} |" for r, t, m, why in res.failures]
+        lines += [""]
     lines += ["## Machine", "", *machine_table(res), ""]
     if chart(res, png):
         lines += [f"![speed relative to native]({png.name})", ""]

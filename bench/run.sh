@@ -307,9 +307,22 @@ prepare_data() {
 
 # ---- workload: files (small files, metadata, big files) ----------------------------------
 # lg ROUND TARGET MEASURE KEY LOADGEN-ARGS...: one loadgen run, its KEY recorded.
+# A failed measurement is recorded ("fail" row, shown in the report) and the
+# run goes on: one peer's failure must not lose the other figures. The run
+# exits non-zero at the end if artifactfs failed, or anything in --smoke.
+FAILED_PEERS=0
+FAILED_ARTIFACTFS=0
 lg() {
   local round=$1 target=$2 measure=$3 key=$4 line; shift 4
-  line=$("$LOADGEN" "$@") || { echo "run.sh: loadgen $* failed on $target: $line" >&2; return 1; }
+  if ! line=$("$LOADGEN" "$@" 2> "$LOGDIR/loadgen-error.txt"); then
+    local why
+    why=$(tr '\n\t' '  ' < "$LOGDIR/loadgen-error.txt")
+    log "  FAILED: $measure on $target: loadgen $*: $why"
+    printf 'fail\t%s\t%s\t%s\t%s\n' "$round" "$target" "$measure" "$why" >> "$TSV"
+    if [[ $target == artifactfs-* ]]; then FAILED_ARTIFACTFS=$(( FAILED_ARTIFACTFS + 1 )); else FAILED_PEERS=$(( FAILED_PEERS + 1 )); fi
+    LAST_LINE=""
+    return 0
+  fi
   echo "$round $target $measure $line" >> "$LOADGEN_LOG"
   record "$round" "$target" "$measure" "$(field "$key" "$line")"
   LAST_LINE=$line
@@ -513,7 +526,8 @@ eviction_round() {
 }
 
 # ---- workload: profile (what each request costs, per operation) -----------------------------
-# For each target and operation (warm opens, cold stats, tarball extraction),
+# For each target and operation (opens and stats of the small files, warm
+# and cold; sequential reads, per MiB; the tarball extraction, per file),
 # per operation: the FUSE requests the kernel sent, by opcode (the
 # fuse:fuse_request_send tracepoint, filtered to this mount's connection);
 # the daemon's CPU time and context switches (perf stat -p); and its system
@@ -521,8 +535,8 @@ eviction_round() {
 profile_prepare() {  # profile_prepare OPERATION COMMAND...: the state the operation is measured in
   local op=$1; shift
   case $op in
-    open_warm) "$@" > /dev/null ;;
-    stat_cold) drop_caches ;;
+    open_warm|stat_warm|seq_warm) "$@" > /dev/null; "$@" > /dev/null ;;
+    open_cold|stat_cold|seq_cold) drop_caches ;;
     tar_extract) rm -rf "$ROOT/tree-p"; mkdir "$ROOT/tree-p"; sync ;;
   esac
 }
@@ -538,7 +552,8 @@ profile_op() {  # profile_op TARGET OPERATION COUNT COMMAND...
   local conn
   conn=$(( $(stat -c %Hd "$ROOT") << 20 | $(stat -c %Ld "$ROOT") ))  # the kernel's dev_t of the connection
   perf record -q -e fuse:fuse_request_send --filter "connection == $conn" -a -o "$f.requests" -- "$@" > /dev/null 2>&1
-  perf script -i "$f.requests" -F trace 2> /dev/null | grep -o 'FUSE_[A-Z_0-9]*' | sort | uniq -c |
+  # (no request at all is a result too: warm stats and reads may send none)
+  perf script -i "$f.requests" -F trace 2> /dev/null | { grep -o 'FUSE_[A-Z_0-9]*' || true; } | sort | uniq -c |
     awk -v n="$count" '{total += $1; printf "requests_per_op:%s %.2f\n", substr($2, 6), $1 / n}
                        END {printf "requests_per_op:all %.2f\n", total / n}' |
     while read -r k v; do profile_row "$t" "$op" "$k" "$v"; done
@@ -558,7 +573,12 @@ profile_target() {
   files=$(wc -l < "$list")
   mount_target "$t"
   profile_op "$t" open_warm "$files" "$LOADGEN" openread "$ROOT" "$list"
+  profile_op "$t" open_cold "$files" "$LOADGEN" openread "$ROOT" "$list"
+  profile_op "$t" stat_warm "$files" "$LOADGEN" stat "$ROOT" "$list"
   profile_op "$t" stat_cold "$files" "$LOADGEN" stat "$ROOT" "$list"
+  # per MiB read
+  profile_op "$t" seq_warm "$(( 2 * BIG_MIB ))" "$LOADGEN" seqread "$ROOT/big/f1" "$ROOT/big/f2"
+  profile_op "$t" seq_cold "$(( 2 * BIG_MIB ))" "$LOADGEN" seqread "$ROOT/big/f1" "$ROOT/big/f2"
   if [[ $t != floor-* ]]; then
     profile_op "$t" tar_extract "$(note_value tree_files)" tar -C "$ROOT/tree-p" -xmf "$WORKDIR/source.tar"
     rm -rf "$ROOT/tree-p"
@@ -607,7 +627,7 @@ for r in $(seq 1 "$ROUNDS"); do
 done
 
 if has_workload profile; then
-  for t in floor-t1 artifactfs-t4 artifactfs-t1 passthrough_hp; do
+  for t in floor-t1 artifactfs-t4 artifactfs-t4-norecord artifactfs-t1 passthrough_hp; do
     has_target "$t" && { log "profile: $t"; profile_target "$t"; }
   done
 fi
@@ -618,6 +638,10 @@ if [[ -n $WORKLOADS ]]; then
   cp "$TSV" "$OUT_DIR/$NAME.tsv"
   python3 "$HERE/report.py" "$OUT_DIR/$NAME.tsv"
   RESULTS+=("$OUT_DIR/$NAME.md" "$OUT_DIR/$NAME.png")
+fi
+if (( FAILED_ARTIFACTFS > 0 || (SMOKE == 1 && FAILED_PEERS > 0) )); then
+  echo "run.sh: $FAILED_ARTIFACTFS measurement(s) of artifactfs and $FAILED_PEERS of other targets failed (see the report)" >&2
+  exit 1
 fi
 if [[ -n $SCALE_N ]]; then
   scale_args=(-n "$SCALE_N" --artifactfs "$ARTIFACTFS" --workdir "$WORKDIR/scale" --out "$OUT_DIR/$NAME-scale.md")
