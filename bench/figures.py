@@ -244,7 +244,7 @@ def evidence(res: Results, goal: Goal) -> str:
         ops = sorted(((k.split(":", 1)[1], v) for k, v in values.items()
                       if k.startswith("requests_per_op:") and not k.endswith(":all") and v >= 0.05),
                      key=lambda kv: -kv[1])
-        by_op = " ".join(f"{name} {fmt(v)}" for name, v in ops)
-        parts.append(f"{TARGET_LABELS.get(target, target)}: {fmt(values.get('requests_per_op:all'))} requests "
-                     f"({by_op}), {fmt(values.get('daemon_cpu_us_per_op'))} µs daemon CPU")
+        by_op = f" ({' '.join(f'{name} {fmt(v)}' for name, v in ops)})" if ops else ""
+        parts.append(f"{TARGET_LABELS.get(target, target)}: {fmt(values.get('requests_per_op:all'))} requests"
+                     f"{by_op}, {fmt(values.get('daemon_cpu_us_per_op'))} µs daemon CPU")
     return "; ".join(parts) if parts else "-"

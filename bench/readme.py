@@ -12,6 +12,7 @@ Nothing between the markers is typed by hand; the text around them is.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -48,6 +49,11 @@ def link(readme: Path, target: Path) -> str:
         return str(target.resolve().relative_to(readme.resolve().parent))
     except ValueError:
         return str(target.resolve())
+
+
+def artifactfs_build(text: str) -> str:
+    """The build and commit of the measured binary, without its path."""
+    return re.sub(r"\s*\(?\S*/cli/artifactfs[^;)]*\)?", "", text)
 
 
 def headline_table(res: Results) -> list[str]:
@@ -112,7 +118,7 @@ def section(readme: Path, results: Path, accept_smoke: bool) -> list[str]:
         f"Measured by `bench/run.sh` on {m.get('date', '?')}: {m.get('nproc', '?')}-core {m.get('CPU', '')}, "
         f"{m.get('memory', '')}, {m.get('OS', '')}, kernel {m.get('kernel', '')}, "
         f"{m.get('backing filesystem', '').split(' ')[0]} on {m.get('backing filesystem', '? ?').split(' ')[1]}, "
-        f"libfuse {m.get('libfuse', '').split(' ')[0]}; artifactfs {m.get('artifactfs', '').split(' (')[0]}. "
+        f"libfuse {m.get('libfuse', '').split(' ')[0]}; artifactfs {artifactfs_build(m.get('artifactfs', ''))}. "
         f"Medians of {m.get('rounds', '?')} interleaved rounds; load average at the start of each round: "
         f"{', '.join(f'{x:.1f}' for x in res.loads.values())} (the machine was shared). "
         f"Everything, with ranges, the peers bindfs and mergerfs, and a profile: [{md.name}]({link(readme, md)}).",

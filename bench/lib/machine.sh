@@ -26,5 +26,7 @@ kv "bindfs, mergerfs, ccache" "$(pkg bindfs), $(pkg mergerfs), $(pkg ccache)"
 if [[ -n $binary ]]; then
   build_type=$(grep -m1 '^CMAKE_BUILD_TYPE' "$(dirname "$(dirname "$binary")")/CMakeCache.txt" 2>/dev/null | cut -d= -f2)
   dirty=$(git -C "$repo" diff --quiet HEAD -- . ':!bench' 2>/dev/null || echo ' + uncommitted changes outside bench/')
-  kv artifactfs "commit $(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?')$dirty, ${build_type:-unknown} build ($binary, built $(date -r "$binary" '+%F %T'))"
+  # The binary's own commit is unknown: the work tree's is the best evidence,
+  # with the build time to compare against the git log.
+  kv artifactfs "${build_type:-unknown} build $binary, built $(date -r "$binary" '+%F %T'); work tree at report time: commit $(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?')$dirty"
 fi
