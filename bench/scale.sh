@@ -21,6 +21,10 @@
 #     RSS of the daemon (RssAnon and RssFile from /proc/PID/status) right
 #     after mounting and after `ls -f` of the mount root and of one
 #     namespace directory.
+#  3b. Ten more artifacts (a new namespace) written through the mount, then
+#     kill -9 of the daemon before its next index flush; mount again
+#     (clearing the dead mount): time until it answers, RSS, and how many
+#     artifacts the recovery re-walked (from the daemon's stderr).
 #  4. rm -rf of the first copy (sync and caches dropped first): the time of
 #     the same deletions natively on the same disk, just before the eviction.
 #  5. Eviction of half: sync, drop caches, then quota.max-size set in the
@@ -105,7 +109,7 @@ RAW=$WORKDIR/raw.txt
 mkdir -p "$MNT" "$LOGDIR"
 : > "$RAW"
 DATE=$(date +%Y-%m-%d)
-OUT=${OUT:-$HERE/results/$DATE-scale.md}
+OUT=${OUT:-$HERE/results/$(date +%Y-%m-%d-%H%M)-$(hostname -s)-scale.md}
 mkdir -p "$(dirname "$OUT")"
 
 # ---- cleanup: unmounted, daemon stopped by pid, store removed ----------------------
@@ -164,7 +168,10 @@ mount_store() {
   "$ARTIFACTFS" mount "$STORE" "$MNT" -f -c "$CFG" > "$logf" 2>&1 &
   DAEMON_PID=$!
   for _ in $(seq 36000); do
-    if grep -q " $MNT fuse" /proc/mounts && stat -f "$MNT" >/dev/null 2>&1; then
+    # Only the daemon answers this attribute: neither the dead mount a
+    # kill -9 leaves behind nor the bare directory in the moment between
+    # its removal and the new mount does.
+    if getfattr --only-values -n user.artifactfs.total.artifacts "$MNT" >/dev/null 2>&1; then
       MOUNT_SECS=$(since "$t0")
       return 0
     fi
@@ -224,10 +231,29 @@ raw "ls_root seconds=$(since "$t0") entries=$entries $(rss)"
 t0=$(now)
 entries=$(ls -f "$MNT/a000000" | wc -l)
 raw "ls_namespace seconds=$(since "$t0") entries=$entries $(rss)"
+
+# ---- 3b. kill -9, mount again --------------------------------------------------------------
+# Ten new artifacts are written through the mount and the daemon is killed
+# before its next index flush: the next mount finds the index not cleanly
+# closed and re-walks only what changed since the last flush.
+line=$("$LOADGEN" mktree "$MNT" 1 10 "$SIZE" -o "$DIRS")
+kill -KILL "$DAEMON_PID"
+{ wait "$DAEMON_PID"; } 2>/dev/null || true
+DAEMON_PID=""
+raw "killed $line"
+drop_caches
+mount_store "$LOGDIR/mount-after-kill.log"
+raw "mount_after_kill seconds=$MOUNT_SECS $(rss)"
+raw "recovery $(grep -m1 -o 're-walked [0-9]* artifacts' "$LOGDIR/mount-after-kill.log" | tr ' ' '_')"
+
 usage=$(xattr total.disk_bytes)
 artifacts=$(xattr total.artifacts)
 one=$(( $(stat -c %b "$DATA/a000000/f000") * 512 ))
 raw "before_eviction total.disk_bytes=$usage total.artifacts=$artifacts artifact_disk_bytes=$one"
+if [[ $artifacts != $(( N + 10 )) ]]; then
+  echo "scale.sh: the mount after kill -9 shows $artifacts artifacts, not $(( N + 10 )); see $LOGDIR/mount-after-kill.log" >&2
+  exit 1
+fi
 
 # ---- 4. rm -rf of the first copy ---------------------------------------------------------------
 rm_rf() {  # rm_rf TAG DIR
@@ -296,7 +322,8 @@ mount_store "$LOGDIR/mount-3.log"
 raw "clean_mount_after_eviction seconds=$MOUNT_SECS $(rss)"
 tot=$(xattr total.disk_bytes)
 du_data=$(du --block-size=1 -s "$DATA" | cut -f1)
-raw "check total.disk_bytes=$tot du=$du_data total.artifacts=$(xattr total.artifacts) files_in_data=$(find "$DATA" -type f | wc -l)"
+artifacts_after=$(xattr total.artifacts)
+raw "check total.disk_bytes=$tot du=$du_data total.artifacts=$artifacts_after expected_artifacts=$(( N + 10 - HALF )) files_in_data=$(find "$DATA" -type f | wc -l)"
 unmount_store
 
 # ---- report ----------------------------------------------------------------------------------------------
@@ -316,14 +343,7 @@ ratio=$(echo "$evict_secs / $rm_secs" | bc -l | awk '{printf "%.2f", $1}')
   echo
   echo "| | |"
   echo "|---|---|"
-  echo "| nproc | $(nproc) |"
-  echo "| CPU | $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//') |"
-  echo "| memory | $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo) |"
-  echo "| kernel | $(uname -r) |"
-  echo "| OS | $(. /etc/os-release; echo "$PRETTY_NAME") |"
-  echo "| backing filesystem | $(findmnt -n -o FSTYPE,SOURCE,OPTIONS --target "$WORKDIR" | head -1) |"
-  echo "| load average at the end | $(cut -d' ' -f1-3 /proc/loadavg) |"
-  echo "| artifactfs | $ARTIFACTFS, $(grep -m1 CMAKE_BUILD_TYPE "$(dirname "$(dirname "$ARTIFACTFS")")/CMakeCache.txt" 2>/dev/null | cut -d= -f2) build, commit $(git -C "$REPO" rev-parse --short HEAD)$(git -C "$REPO" diff --quiet HEAD -- . ':!bench' || echo ' + uncommitted changes') |"
+  "$HERE/lib/machine.sh" "$WORKDIR" "$ARTIFACTFS" | awk -F'\t' '{printf "| %s | %s |\n", $1, $2}'
   echo
   echo "## Store"
   echo
@@ -334,8 +354,12 @@ ratio=$(echo "$evict_secs / $rm_secs" | bc -l | awk '{printf "%.2f", $1}')
   echo "|---|---|"
   echo "| first mount (index built from the tree) | $(field seconds "$(get first_mount)") |"
   echo "| clean mount | $(field seconds "$(get clean_mount)") |"
+  echo "| mount after \`kill -9\` of the daemon, 10 artifacts written since the last flush | $(field seconds "$(get mount_after_kill)") |"
   echo "| clean mount after the eviction | $(field seconds "$(get clean_mount_after_eviction)") |"
   echo "| \`ls -f\` of the root ($DIRS entries) | $(field seconds "$(get ls_root)") |"
+  echo
+  echo "After \`kill -9\`: $(sed -n 's/^recovery //p' "$RAW" | tr '_' ' ') (from the daemon's stderr); the first"
+  echo "mount, before any index existed, walked all $N."
   echo
   echo "Index size after the first mount: $(kib_mib "$(sed -n 's/^index_size_kib=//p' "$RAW")") MiB."
   echo
@@ -347,6 +371,7 @@ ratio=$(echo "$evict_secs / $rm_secs" | bc -l | awk '{printf "%.2f", $1}')
   echo "| 3 s later (after the first Index::release_memory) | $(rss_cells first_mount_3s) |"
   echo "| after a clean mount | $(rss_cells clean_mount) |"
   echo "| after \`ls -f\` of the root and of one namespace | $(rss_cells ls_namespace) |"
+  echo "| after a mount after \`kill -9\` | $(rss_cells mount_after_kill) |"
   echo "| after evicting $HALF | $(rss_cells after_eviction) |"
   echo "| 3 s later | $(rss_cells after_eviction_3s) |"
   echo "| after a clean remount | $(rss_cells clean_mount_after_eviction) |"
@@ -376,4 +401,24 @@ ratio=$(echo "$evict_secs / $rm_secs" | bc -l | awk '{printf "%.2f", $1}')
   cat "$RAW"
   echo '```'
 } > "$OUT"
-log "results written to $OUT"
+# The figures the README quotes, "key<TAB>value", beside the Markdown.
+rss_mib() { kib_mib "$(( $(field RssAnon "$(get "$1")") + $(field RssFile "$(get "$1")") ))"; }
+{
+  printf 'artifacts\t%s\n' "$N"
+  printf 'first_mount_s\t%s\n' "$(field seconds "$(get first_mount)")"
+  printf 'clean_mount_s\t%s\n' "$(field seconds "$(get clean_mount)")"
+  printf 'mount_after_kill_s\t%s\n' "$(field seconds "$(get mount_after_kill)")"
+  printf 'rss_after_ls_mib\t%s\n' "$(rss_mib ls_namespace)"
+  printf 'rss_anon_after_ls_mib\t%s\n' "$(kib_mib "$(field RssAnon "$(get ls_namespace)")")"
+  printf 'rss_after_evict_mib\t%s\n' "$(rss_mib after_eviction_3s)"
+  printf 'rss_anon_after_evict_mib\t%s\n' "$(kib_mib "$(field RssAnon "$(get after_eviction_3s)")")"
+  printf 'evicted\t%s\n' "$HALF"
+  printf 'evict_s\t%s\n' "$evict_secs"
+  printf 'rm_rf_s\t%s\n' "$rm_secs"
+  printf 'evict_over_rm_rf\t%s\n' "$ratio"
+} > "${OUT%.md}.tsv"
+log "results written to $OUT and ${OUT%.md}.tsv"
+if [[ $tot != "$du_data" || $artifacts_after != $(( N + 10 - HALF )) ]]; then
+  echo "scale.sh: the index disagrees with the data after the eviction: $(sed -n 's/^check //p' "$RAW")" >&2
+  exit 1
+fi
