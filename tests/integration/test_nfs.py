@@ -622,6 +622,15 @@ def test_parallel_nfs_copies_during_eviction(mount_factory, base, rpcbind):
             last[:] = [n, time.monotonic()]
         return time.monotonic() - last[1] > 1.0 and not os.listdir(m.store / "trash")
     wait_until(settled, 30.0, 0.1, what="the cleanup to end")
+    # No further cleanup (one retried when a protection ends could start
+    # while the tree is measured): lift the quota, then let a walk in
+    # progress finish.
+    reloads = m.stderr_text().count("configuration reloaded")
+    _write_quota_config(cfg, "unlimited")
+    os.kill(m.pid, signal.SIGHUP)
+    wait_until(lambda: m.stderr_text().count("configuration reloaded") > reloads, 30.0, what="the reload")
+    last[:] = [m.totals()["stats.evictions"], time.monotonic()]
+    wait_until(settled, 30.0, 0.1, what="the cleanup to end")
     harness.assert_accounting(m, depth=2)
 
 

@@ -159,7 +159,10 @@ def test_quota_evictions_are_logged_with_their_reason(mount_factory):
         publish(m, f"k{i}", MIB)
         time.sleep(0.1)
     harness.wait_until(lambda: cli_json("log", m.mnt), 20, 0.2, "quota evictions in the log")
-    assert {e["reason"] for e in cli_json("log", m.mnt)} == {"quota"}
+    # The quota thread's cleanups, or writers making room first when they
+    # outrun it: never a manual reason.
+    reasons = {e["reason"] for e in cli_json("log", m.mnt)}
+    assert reasons and reasons <= {"quota", "make-room"}, reasons
 
 
 def test_the_index_answers_when_no_daemon_runs(cache):
