@@ -189,6 +189,14 @@ std::optional<unsigned> group_id(const std::string& text) {
   return static_cast<unsigned>(found->gr_gid);
 }
 
+std::string absolute_path(const YAML::Node& node) {
+  if (node.IsNull()) return "";
+  const std::string text = scalar_text(node, "an absolute path");
+  if (text.empty()) return "";  // not given (what to_yaml writes for it)
+  if (text[0] != '/') throw std::invalid_argument("'" + text + "' is not an absolute path (expected one starting with /)");
+  return text;
+}
+
 using Setter = std::function<void(Config&, const YAML::Node&)>;
 
 struct KnownKey {
@@ -241,13 +249,15 @@ const std::vector<KnownKey>& known_keys() {
          c.control.group = v.IsNull() ? "" : scalar_text(v, "a group name or a numeric gid");
          c.control.gid = group_id(c.control.group);
        }},
+      {"mount.store", [](Config& c, const YAML::Node& v) { c.mount.store = absolute_path(v); }},
+      {"mount.point", [](Config& c, const YAML::Node& v) { c.mount.point = absolute_path(v); }},
       {"log.level", [](Config& c, const YAML::Node& v) { c.log.level = log_level(v); }},
   };
   return keys;
 }
 
 const std::vector<std::string>& section_names() {
-  static const std::vector<std::string> sections = {"layout", "index", "fuse", "quota", "control", "log"};
+  static const std::vector<std::string> sections = {"layout", "index", "fuse", "quota", "control", "mount", "log"};
   return sections;
 }
 
@@ -543,6 +553,13 @@ std::string to_yaml(const Config& config) {
 
   out << YAML::Key << "control" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "group" << YAML::Value << config.control.group << YAML::Comment("may pin and evict; empty: root and the store's owner only");
+  out << YAML::EndMap;
+
+  out << YAML::Key << "mount" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "store" << YAML::Value << config.mount.store
+      << YAML::Comment("STORE when `artifactfs mount` is given none");
+  out << YAML::Key << "point" << YAML::Value << config.mount.point
+      << YAML::Comment("MOUNTPOINT when `artifactfs mount` is given none");
   out << YAML::EndMap;
 
   out << YAML::Key << "log" << YAML::Value << YAML::BeginMap;

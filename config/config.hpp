@@ -68,6 +68,14 @@ struct ControlSettings {
   std::optional<unsigned> gid;      // `group` resolved when the configuration was loaded
 };
 
+// Where a mount serves, for `artifactfs mount -c FILE` without STORE and
+// MOUNTPOINT on the command line (a systemd instance or an fstab line name
+// only the file). Absolute paths; empty: not given.
+struct MountSettings {
+  std::string store;
+  std::string point;
+};
+
 struct LogSettings {
   std::string level = "info";  // trace, debug, info, warn, error
 };
@@ -78,6 +86,7 @@ struct Config {
   FuseSettings fuse;
   QuotaSettings quota;
   ControlSettings control;
+  MountSettings mount;
   LogSettings log;
 };
 

@@ -251,6 +251,13 @@ std::shared_ptr<void> Filesystem::prepare(const std::vector<index::ArtifactId>& 
   }
 }
 
+bool Filesystem::in_use(index::ArtifactId id) {
+  std::shared_ptr<LiveArtifact> live = artifacts_.find(id);
+  if (!live) return false;
+  std::lock_guard lock(live->mutex);
+  return live->leases > 0;
+}
+
 std::unordered_map<ino_t, index::ArtifactId> Filesystem::linked_elsewhere(LiveArtifact& live,
                                                                           index::ArtifactId id) const {
   std::vector<InodePtr> files;
@@ -274,7 +281,8 @@ std::unordered_map<ino_t, index::ArtifactId> Filesystem::linked_elsewhere(LiveAr
   return out;
 }
 
-quota::EvictOutcome Filesystem::evict(index::ArtifactId id, index::Usage& freed, Need need) {
+quota::EvictOutcome Filesystem::evict(index::ArtifactId id, index::Usage& freed, Need need,
+                                      index::EvictionReason reason) {
   std::unique_lock ns(namespace_mutex_);
   auto record = index_.get(id);
   if (!record) return quota::EvictOutcome::missing;
@@ -360,7 +368,8 @@ quota::EvictOutcome Filesystem::evict(index::ArtifactId id, index::Usage& freed,
   // recovery re-walks it (it is marked, see prepare()), and Trash::start()
   // removes any such record left. The removed record carries every change
   // charged up to now, so the totals lose exactly what the index counted.
-  if (auto removed = index_.remove_artifact_queued(id)) record->usage = removed->usage;
+  if (auto removed = index_.remove_artifact_queued(id)) *record = std::move(*removed);
+  index_.log_eviction(*record, reason, now_ns());  // committed with the removal
   // Changed set: charged to the removed id too (its tombstone), in one step
   // with the totals, so that the flush that commits the totals without it
   // also brings its tombstone to zero (index.hpp, REMOVED ARTIFACTS).

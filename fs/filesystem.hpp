@@ -74,7 +74,9 @@ class Filesystem final : public quota::Evictor {
   // quota::Evictor. Removes an artifact from the mount in one step unless it
   // is in use: rename into the trash, index record removed, kernel caches
   // invalidated. Its data is deleted by the Trash afterwards.
-  quota::EvictOutcome evict(index::ArtifactId id, index::Usage& freed, Need need) override;
+  quota::EvictOutcome evict(index::ArtifactId id, index::Usage& freed, Need need,
+                            index::EvictionReason reason) override;
+  bool in_use(index::ArtifactId id) override;
   // Marks the candidates of an eviction walk's page in the changed set in
   // one write, so that evict() finds its mark made (artifacts.cpp).
   std::shared_ptr<void> prepare(const std::vector<index::ArtifactId>& candidates) override;

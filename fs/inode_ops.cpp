@@ -9,7 +9,9 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <algorithm>
 #include <climits>
+#include <limits>
 #include <cstring>
 #include <optional>
 
@@ -404,6 +406,23 @@ int Filesystem::readlink(fuse_req_t req, fuse_ino_t ino) {
 int Filesystem::statfs(fuse_req_t req, fuse_ino_t) {
   struct statvfs sv;
   if (fstatvfs(data_fd_, &sv) != 0) return errno;
+  // `df MOUNT` tells the truth about the quota: the size is the effective
+  // limit, used is the cache's usage, available what is left of the limit
+  // (never more than the backing filesystem has free). Without a limit
+  // (size of the backing filesystem unknown) it is the backing filesystem's.
+  if (quota_ && sv.f_frsize > 0) {
+    const quota::QuotaManager::State q = quota_->state();
+    if (q.limit != std::numeric_limits<std::uint64_t>::max()) {
+      const std::uint64_t usage =
+          static_cast<std::uint64_t>(std::max<std::int64_t>(0, index_.totals().usage.disk_bytes));
+      const std::uint64_t block = sv.f_frsize;
+      const std::uint64_t blocks = q.limit / block;
+      const std::uint64_t used = std::min(blocks, (usage + block - 1) / block);
+      sv.f_blocks = blocks;
+      sv.f_bfree = blocks - used;
+      sv.f_bavail = std::min<std::uint64_t>(sv.f_bfree, sv.f_bavail);
+    }
+  }
   fuse_reply_statfs(req, &sv);
   return 0;
 }

@@ -4,10 +4,12 @@
 // CONCURRENCY MODEL
 // Without -f the process forks first of all (daemonize.hpp): no thread and
 // no LMDB environment may exist before that. Threads: the FUSE loop (one, or a pool), the index FlushThread, the Trash
-// deleter, the Notifier, the quota thread, and a signal thread that owns
-// SIGHUP (blocked in every other thread, so configuration reloads never run
-// inside a signal handler). Shutdown order is the reverse of start-up: the
-// loop ends (unmount or SIGTERM/SIGINT), then the quota thread, the
+// deleter, the Notifier, the quota thread, the control channel's thread
+// (control/channel.hpp), and a signal thread that owns SIGHUP (blocked in
+// every other thread, so configuration reloads never run inside a signal
+// handler) and sends the service manager a STATUS= line now and then.
+// Shutdown order is the reverse of start-up: the loop ends (unmount or
+// SIGTERM/SIGINT), then the control channel, the quota thread, the
 // notifier, the flush thread (one last flush), the trash deleter, and
 // finally the index is marked clean.
 #include "fs/mount.hpp"
@@ -22,13 +24,17 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <memory>
 #include <optional>
+#include <limits>
 #include <thread>
 
+#include "control/channel.hpp"
+#include "fs/control_service.hpp"
 #include "fs/credentials.hpp"
 #include "fs/daemonize.hpp"
 #include "fs/filesystem.hpp"
@@ -36,6 +42,7 @@
 #include "fs/group_eviction.hpp"
 #include "fs/notifier.hpp"
 #include "fs/reconcile.hpp"
+#include "fs/service_notify.hpp"
 #include "fs/recover_changed.hpp"
 #include "fs/store.hpp"
 #include "fs/trash.hpp"
@@ -96,10 +103,13 @@ std::string fuse_option_string(const MountRequest& request) {
   return opts;
 }
 
-// Reloads the configuration on SIGHUP until stopped.
+// Reloads the configuration on SIGHUP until stopped; calls `on_tick` every
+// kTickInterval.
 class SignalThread {
  public:
-  SignalThread(std::function<void()> on_hangup) : on_hangup_(std::move(on_hangup)) {
+  static constexpr std::chrono::seconds kTickInterval{10};
+  SignalThread(std::function<void()> on_hangup, std::function<void()> on_tick)
+      : on_hangup_(std::move(on_hangup)), on_tick_(std::move(on_tick)) {
     thread_ = std::thread([this] { run(); });
   }
   ~SignalThread() {
@@ -113,16 +123,35 @@ class SignalThread {
     sigemptyset(&set);
     sigaddset(&set, SIGHUP);
     timespec poll{0, 200'000'000};
+    auto next_tick = std::chrono::steady_clock::now() + kTickInterval;
     while (!stop_) {
       if (sigtimedwait(&set, nullptr, &poll) == SIGHUP) on_hangup_();
+      if (std::chrono::steady_clock::now() >= next_tick) {
+        next_tick += kTickInterval;
+        on_tick_();
+      }
     }
   }
   std::function<void()> on_hangup_;
+  std::function<void()> on_tick_;
   std::atomic<bool> stop_{false};
   std::thread thread_;
 };
 
 }  // namespace
+
+// The one-line state for the service manager (systemctl status).
+std::string service_status(index::Index& index, quota::QuotaManager& quota) {
+  const quota::QuotaManager::State q = quota.state();
+  const index::Totals totals = index.totals();
+  std::string text = "serving " + std::to_string(totals.artifact_count) + " artifacts, " +
+                     config::format_size(static_cast<std::uint64_t>(std::max<std::int64_t>(0, totals.usage.disk_bytes))) +
+                     "B used";
+  if (q.limit != std::numeric_limits<std::uint64_t>::max()) text += " of " + config::format_size(q.limit) + "B";
+  if (q.blocked) text += "; quota blocked (everything left is pinned, open or too young)";
+  if (q.cleanup_running) text += "; cleaning up";
+  return text;
+}
 
 int run_mount(const MountRequest& request) {
   const config::Config& config = request.config;
@@ -249,6 +278,15 @@ int run_mount(const MountRequest& request) {
 
     trash.start();
     quota.start();
+    ControlService control_service(filesystem, *index, quota, config.control.gid, store.root(), request.mountpoint);
+    std::optional<control::Server> control_server;
+    try {
+      control_server.emplace(store.root(), [&](const nlohmann::json& req, const control::Peer& peer,
+                                               control::Responder& out) { control_service.handle(req, peer, out); });
+    } catch (const control::ChannelError& e) {
+      // The cache works without it; only `artifactfs pin/evict/...` do not.
+      spdlog::error("{}; the control commands will not reach this daemon", e.what());
+    }
     index::Totals totals = index->totals();
     spdlog::info("mounted {} on {}: {} artifacts, {} bytes on disk; layout depth {}, {} thread(s), quota {}",
                  store.root().string(), request.mountpoint.string(), totals.artifact_count, totals.usage.disk_bytes,
@@ -269,17 +307,22 @@ int run_mount(const MountRequest& request) {
                                      spdlog::error("node table: flush failed, retrying next interval: {}", e.what());
                                    }
                                  });
-      SignalThread signals([&] {
-        if (!request.reload) return;
-        try {
-          config::Config fresh = request.reload();
-          set_log_level(fresh.log.level);
-          quota.update(fresh.quota);
-          spdlog::info("configuration reloaded: quota {}", quota.describe());
-        } catch (const std::exception& e) {
-          spdlog::error("configuration not reloaded, keeping the current settings: {}", e.what());
-        }
-      });
+      service::ready(service_status(*index, quota));
+      SignalThread signals(
+          [&] {
+            if (!request.reload) return;
+            service::reloading();
+            try {
+              config::Config fresh = request.reload();
+              set_log_level(fresh.log.level);
+              quota.update(fresh.quota);
+              spdlog::info("configuration reloaded: quota {}", quota.describe());
+            } catch (const std::exception& e) {
+              spdlog::error("configuration not reloaded, keeping the current settings: {}", e.what());
+            }
+            service::ready(service_status(*index, quota));
+          },
+          [&] { service::status(service_status(*index, quota)); });
       if (config.fuse.threads <= 1) {
         rc = fuse_session_loop(session);
       } else {
@@ -289,6 +332,8 @@ int run_mount(const MountRequest& request) {
         rc = fuse_session_loop_mt(session, loop);
         fuse_loop_cfg_destroy(loop);
       }
+      service::stopping();
+      control_server.reset();
       quota.stop();
       notifier.stop();
       fuse_session_unmount(session);

@@ -24,7 +24,8 @@ namespace {
 
 class Walker {
  public:
-  Walker(const config::Layout& layout, index::Index::Rebuild& rebuild) : layout_(layout), rebuild_(rebuild) {}
+  Walker(const config::Layout& layout, index::Index::Rebuild& rebuild, WalkProgress progress)
+      : layout_(layout), rebuild_(rebuild), progress_(std::move(progress)) {}
 
   void run(int data_fd) {
     struct stat root;
@@ -164,12 +165,12 @@ class Walker {
     auto now = std::chrono::steady_clock::now();
     if (now - last_report_ < std::chrono::seconds(1)) return;
     last_report_ = now;
-    std::fprintf(stderr, "artifactfs: reconciling index with data tree: %llu entries, %llu artifacts so far\n",
-                 static_cast<unsigned long long>(summary.entries), static_cast<unsigned long long>(summary.artifacts));
+    if (progress_) progress_(summary.entries, summary.artifacts);
   }
 
   const config::Layout& layout_;
   index::Index::Rebuild& rebuild_;
+  WalkProgress progress_;
   index::Usage total_;
   index::Usage outside_;
   std::set<ino_t> seen_total_;
@@ -186,7 +187,10 @@ ReconcileSummary reconcile(int data_fd, const config::Layout& layout, index::Ind
   auto start = std::chrono::steady_clock::now();
   std::fprintf(stderr, "artifactfs: reconciling index with data tree (%s)\n", reason.c_str());
   auto rebuild = index.begin_rebuild();
-  Walker walker(layout, *rebuild);
+  Walker walker(layout, *rebuild, [](std::uint64_t entries, std::uint64_t artifacts) {
+    std::fprintf(stderr, "artifactfs: reconciling index with data tree: %llu entries, %llu artifacts so far\n",
+                 static_cast<unsigned long long>(entries), static_cast<unsigned long long>(artifacts));
+  });
   walker.run(data_fd);
   rebuild->commit();
   index.flush();
@@ -199,6 +203,17 @@ ReconcileSummary reconcile(int data_fd, const config::Layout& layout, index::Ind
                static_cast<unsigned long long>(summary.entries), static_cast<unsigned long long>(summary.artifacts),
                static_cast<long long>(summary.total.disk_bytes), summary.seconds);
   return summary;
+}
+
+}  // namespace artifactfs::fs
+
+namespace artifactfs::fs {
+
+ReconcileSummary walk_data_tree(int data_fd, const config::Layout& layout, index::Index::Rebuild& sink,
+                                const WalkProgress& progress) {
+  Walker walker(layout, sink, progress);
+  walker.run(data_fd);
+  return walker.summary;
 }
 
 }  // namespace artifactfs::fs

@@ -147,6 +147,29 @@ fsys::path Store::set_index_aside() {
   return aside;
 }
 
+std::optional<config::Layout> recorded_layout(const fsys::path& store) {
+  std::ifstream in(store / "layout");
+  if (!in) return std::nullopt;
+  config::Layout layout;
+  layout.keep.clear();
+  for (std::string word; in >> word;) {
+    if (word == "depth") {
+      in >> layout.depth;
+    } else if (word == "keep") {
+      std::string glob;
+      std::getline(in >> std::ws, glob);
+      layout.keep.push_back(glob);
+    } else if (word == "group-suffix") {
+      std::string suffix;
+      std::getline(in >> std::ws, suffix);
+      layout.group_suffixes.push_back(suffix);
+    } else {
+      return std::nullopt;
+    }
+  }
+  return layout;
+}
+
 void prepare_mountpoint(const fsys::path& mountpoint, const fsys::path& store) {
   struct stat st;
   // statfs is never answered from the kernel's caches, so unlike stat it

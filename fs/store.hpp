@@ -10,6 +10,7 @@
 #pragma once
 
 #include <filesystem>
+#include <optional>
 #include <stdexcept>
 #include <string>
 
@@ -52,6 +53,10 @@ class Store {
   std::filesystem::path root_;
   int lock_fd_ = -1;
 };
+
+// The layout recorded in STORE/layout by the last mount; nullopt if none
+// (never mounted) or unreadable.
+std::optional<config::Layout> recorded_layout(const std::filesystem::path& store);
 
 // Checks the mountpoint; clears a dead FUSE mount left by a crashed daemon
 // ("Transport endpoint is not connected") with a lazy unmount. Throws

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "control/channel.hpp"
 #include "fs/credentials.hpp"
 #include "fs/filesystem.hpp"
 
@@ -195,14 +196,8 @@ int Filesystem::removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
 
 bool Filesystem::is_operator(fuse_req_t req) const {
   const fuse_ctx* ctx = fuse_req_ctx(req);
-  if (ctx->uid == 0 || ctx->uid == geteuid()) return true;
-  if (!config_.control.gid) return false;
-  const gid_t group = static_cast<gid_t>(*config_.control.gid);
-  if (ctx->gid == group) return true;
-  for (gid_t g : caller_groups(req)) {
-    if (g == group) return true;
-  }
-  return false;
+  if (ctx->uid == 0 || ctx->uid == geteuid()) return true;  // no need to read the groups from /proc
+  return control::is_operator(ctx->uid, ctx->gid, caller_groups(req), geteuid(), config_.control.gid);
 }
 
 int Filesystem::set_pinned(fuse_req_t req, const Inode& inode, bool pinned) {

@@ -168,6 +168,33 @@ std::string record_value(const ArtifactRecord& rec) {
   return w.take();
 }
 
+std::string eviction_value(const EvictionEntry& e) {
+  Writer w;
+  w.u8(static_cast<std::uint8_t>(e.reason));
+  write_usage(w, e.usage);
+  w.i64(e.created);
+  w.i64(e.last_access);
+  w.u64(e.access_count);
+  w.u32(static_cast<std::uint32_t>(e.name.size()));
+  w.bytes(e.name);
+  return w.take();
+}
+
+EvictionEntry read_eviction_value(TimeNs when, ArtifactId id, std::string_view bytes) {
+  Reader r(bytes, "eviction log");
+  EvictionEntry e;
+  e.when = when;
+  e.id = id;
+  e.reason = static_cast<EvictionReason>(r.u8());
+  e.usage = read_usage(r);
+  e.created = r.i64();
+  e.last_access = r.i64();
+  e.access_count = r.u64();
+  e.name = std::string(r.take(r.u32()));
+  r.finish();
+  return e;
+}
+
 ArtifactRecord read_record_value(ArtifactId id, std::string_view bytes) {
   Reader r(bytes, "artifact record");
   const std::uint8_t format = r.u8();

@@ -36,6 +36,10 @@ Stats read_stats_value(std::string_view bytes);
 std::string record_value(const ArtifactRecord& r);
 ArtifactRecord read_record_value(ArtifactId id, std::string_view bytes);
 
+// An eviction log row; its time and id are the key.
+std::string eviction_value(const EvictionEntry& e);
+EvictionEntry read_eviction_value(TimeNs when, ArtifactId id, std::string_view bytes);
+
 std::string links_value(const LinkSet& links);
 LinkSet read_links_value(std::string_view bytes);
 

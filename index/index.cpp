@@ -38,6 +38,7 @@
 
 #include "index/change_set.hpp"
 #include "index/codec.hpp"
+#include "index/eviction_log.hpp"
 #include "index/index.hpp"
 #include "index/lmdb.hpp"
 
@@ -101,12 +102,18 @@ bool starts_with(std::string_view s, std::string_view prefix) { return s.substr(
 
 struct Index::Impl {
   Impl(const std::filesystem::path& dir, const IndexOptions& options)
-      : env(dir, options.initial_map_size, kMaxTables), max_name(env.max_key_size()) {}
+      : env(dir, options.initial_map_size, kMaxTables, options.read_only),
+        max_name(env.max_key_size()),
+        log_limit(options.eviction_log_limit),
+        read_only(options.read_only) {}
 
   mutable lmdb::Env env;  // reads through const methods begin transactions
   MDB_dbi meta = 0, artifacts = 0, names = 0, lru = 0, links = 0;
   // --- changed set (see CHANGED SET in index.hpp; code at the end of this file)
   MDB_dbi dirty = 0, tops = 0;
+  // --- eviction log (eviction_log.cpp); absent in a read-only open of an
+  // index made before it existed.
+  std::optional<MDB_dbi> evictions;
   ChangeSet changes;
   bool changes_usable = false;
   std::string changes_why_not;
@@ -120,6 +127,8 @@ struct Index::Impl {
   bool previous_clean = true;
   std::atomic<bool> inconsistent{false};  // see mark_inconsistent()
   std::size_t max_name;
+  std::size_t log_limit;
+  bool read_only;
 
   std::mutex flush_mutex;
 
@@ -136,6 +145,10 @@ struct Index::Impl {
   // takes them without scanning the whole batch. Each id at most once: an
   // id is queued once, and is in `pending` or in flight, never both.
   std::vector<ArtifactId> queued_removal_ids;
+  // Eviction log entries not committed yet, and those of the batch in
+  // flight (read like `in_flight`: see EXACT READS above).
+  std::vector<EvictionEntry> pending_log;
+  const std::vector<EvictionEntry>* in_flight_log = nullptr;
   // A structural write committed since the last sync (MDB_NOSYNC).
   std::atomic<bool> unsynced{false};
 
@@ -299,6 +312,11 @@ struct Index::Impl {
   }
 
   void open_tables();
+  void open_tables_read_only();
+  // In the flush's write transaction (eviction_log.hpp).
+  void write_log(lmdb::WriteTxn& txn, const std::vector<EvictionEntry>& entries) {
+    if (evictions) eviction_log::append(txn, *evictions, meta, entries, log_limit);
+  }
   // --- changed set (defined at the end of this file) ---
   void open_changed_set(lmdb::WriteTxn& txn, bool fresh);
   // A tombstone: `id`'s record is gone, the committed totals count `usage`
@@ -340,6 +358,7 @@ void Index::Impl::open_tables() {
     // The changed set's tables, also in an index made before they existed.
     dirty = *txn.open_dbi("dirty", true);
     tops = *txn.open_dbi("outside_tops", true);
+    evictions = *txn.open_dbi("evictions", true);  // also in an index made before it existed
     if (fresh) {
       txn.put(meta, kMetaSchema, codec::u64_value(kSchemaVersion));
       txn.put(meta, kMetaNextId, codec::u64_value(1));
@@ -371,8 +390,40 @@ void Index::Impl::open_tables() {
   distrusted = !kept_at_open;
 }
 
+void Index::Impl::open_tables_read_only() {
+  auto must = [&](const char* name) {
+    auto dbi = env.open_existing_table(name);
+    if (!dbi) corrupt(std::string("table '") + name + "' is missing");
+    return *dbi;
+  };
+  meta = must("meta");
+  artifacts = must("artifacts");
+  names = must("names");
+  lru = must("lru");
+  links = must("links");
+  evictions = env.open_existing_table("evictions");
+  auto txn = env.read();
+  auto version = meta_u64(txn, kMetaSchema);
+  if (version != kSchemaVersion) {
+    corrupt("schema version " + std::to_string(version) + ", this build reads version " +
+            std::to_string(kSchemaVersion));
+  }
+  previous_clean = meta_u64(txn, kMetaClean) == 1;
+  totals.usage = meta_usage(txn, kMetaTotals);
+  totals.artifact_count = txn.entries(artifacts);
+  outside = meta_usage(txn, kMetaOutside);
+  auto s = txn.get(meta, kMetaStats);
+  if (!s) corrupt("meta has no 'stats'");
+  stats = decode("meta", [&] { return codec::read_stats_value(*s); });
+  distrusted = true;  // writes nothing, so keeps no changed set
+}
+
 std::unique_ptr<Index> Index::open(const std::filesystem::path& dir, const IndexOptions& options) {
   auto impl = std::make_unique<Impl>(dir, options);
+  if (options.read_only) {
+    impl->open_tables_read_only();
+    return std::unique_ptr<Index>(new Index(std::move(impl)));
+  }
   impl->open_tables();
   return std::unique_ptr<Index>(new Index(std::move(impl)));
 }
@@ -382,6 +433,7 @@ Index::Index(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Index::~Index() {
   // Best effort: keeps what was recorded, but leaves the index marked not
   // clean unless close_clean() ran.
+  if (impl_->read_only) return;
   try {
     std::lock_guard flush_lock(impl_->flush_mutex);
     impl_->flush();
@@ -559,6 +611,55 @@ std::optional<LinkSet> Index::links(InodeNumber ino) const {
   return m.decode("links", [&] { return codec::read_links_value(*v); });
 }
 
+// --- eviction log ------------------------------------------------------------------------
+
+void Index::log_eviction(const ArtifactRecord& record, EvictionReason reason, TimeNs when) {
+  EvictionEntry e{when, record.id, record.name, record.usage, record.created, record.last_access,
+                  record.access_count, reason};
+  std::lock_guard lock(impl_->pending_mutex);
+  impl_->pending_log.push_back(std::move(e));
+}
+
+std::vector<EvictionEntry> Index::eviction_log(TimeNs since, std::size_t limit) const {
+  auto& m = *impl_;
+  for (;;) {
+    std::vector<EvictionEntry> out;
+    std::uint64_t snapshot = 0;
+    if (m.evictions) {
+      auto txn = m.env.read();
+      out = m.decode("evictions", [&] { return eviction_log::read(txn, *m.evictions, since); });
+      snapshot = txn.id();
+    }
+    {
+      std::lock_guard lock(m.pending_mutex);
+      if (m.last_cleared_txn > snapshot && m.evictions) continue;  // see read_merged
+      auto add = [&](const std::vector<EvictionEntry>& entries) {
+        for (const auto& e : entries) {
+          if (e.when >= since) out.push_back(e);
+        }
+      };
+      if (m.in_flight_log && (m.in_flight_txn == kNotCommitted || m.in_flight_txn > snapshot)) add(*m.in_flight_log);
+      add(m.pending_log);
+    }
+    std::stable_sort(out.begin(), out.end(), [](const EvictionEntry& a, const EvictionEntry& b) {
+      return a.when != b.when ? a.when < b.when : a.id < b.id;
+    });
+    if (out.size() > limit) out.erase(out.begin(), out.end() - static_cast<std::ptrdiff_t>(limit));
+    return out;
+  }
+}
+
+EvictionSummary Index::evictions_since(TimeNs since) const {
+  EvictionSummary summary;
+  for (const auto& e : eviction_log(since)) {
+    ++summary.evictions;
+    summary.disk_bytes += static_cast<std::uint64_t>(std::max<std::int64_t>(0, e.usage.disk_bytes));
+  }
+  auto txn = impl_->env.read();
+  summary.complete = eviction_log::dropped_until(txn, impl_->meta) < since;
+  return summary;
+}
+
 // --- hot path --------------------------------------------------------------------------
 
 void Index::record_access(ArtifactId id, TimeNs when) {
@@ -721,7 +822,9 @@ std::vector<ArtifactId> Index::flush() {
 
 // Caller holds flush_mutex.
 std::vector<ArtifactId> Index::Impl::flush(bool removals_only, std::size_t* removals) {
+  if (read_only) return {};
   Batch batch;
+  std::vector<EvictionEntry> log_batch;
   // Changed set: the keys this flush may clear, and the totals as they were
   // at the swap (consistent with the batch: a charge is in the batch if and
   // only if its totals are in the snapshot). See CHANGED SET in index.hpp.
@@ -732,13 +835,13 @@ std::vector<ArtifactId> Index::Impl::flush(bool removals_only, std::size_t* remo
     if (removals_only) {
       // Only the queued removals (and the meta records): access times and
       // usage deltas wait for the flush thread, which reports them.
-      if (queued_removal_ids.empty() && !meta_dirty) return {};
+      if (queued_removal_ids.empty() && !meta_dirty && pending_log.empty()) return {};
       batch.reserve(queued_removal_ids.size());
       for (ArtifactId id : queued_removal_ids) {
         if (auto node = pending.extract(id)) batch.insert(std::move(node));
       }
     } else {
-      if (pending.empty() && !meta_dirty && !changes.has_clearable()) {
+      if (pending.empty() && !meta_dirty && !changes.has_clearable() && pending_log.empty()) {
         // Nothing to write: an idle flush thread must not touch the disk.
         lock.unlock();
         if (unsynced.exchange(false)) env.sync();
@@ -750,7 +853,9 @@ std::vector<ArtifactId> Index::Impl::flush(bool removals_only, std::size_t* remo
       meta_dirty = false;
     }
     queued_removal_ids.clear();
+    log_batch.swap(pending_log);
     in_flight = &batch;
+    in_flight_log = &log_batch;
     in_flight_txn = kNotCommitted;
   }
   std::size_t erased = 0;
@@ -810,6 +915,7 @@ std::vector<ArtifactId> Index::Impl::flush(bool removals_only, std::size_t* remo
             std::lock_guard lock(pending_mutex);
             txn.put(meta, kMetaStats, codec::stats_value(stats));
           }
+          write_log(txn, log_batch);
           // Changed set: rows of keys no change took back since the swap.
           for (const auto& key : changes.confirm_deletions(clearing)) txn.del(dirty, key);
         },
@@ -825,7 +931,10 @@ std::vector<ArtifactId> Index::Impl::flush(bool removals_only, std::size_t* remo
       pending[id].add(p);
       if (p.removed) queued_removal_ids.push_back(id);
     }
+    pending_log.insert(pending_log.begin(), std::make_move_iterator(log_batch.begin()),
+                       std::make_move_iterator(log_batch.end()));
     in_flight = nullptr;
+    in_flight_log = nullptr;
     in_flight_txn = kNotCommitted;
     meta_dirty = true;
     throw;
@@ -834,6 +943,7 @@ std::vector<ArtifactId> Index::Impl::flush(bool removals_only, std::size_t* remo
   {
     std::lock_guard lock(pending_mutex);
     in_flight = nullptr;
+    in_flight_log = nullptr;
     in_flight_txn = kNotCommitted;
     last_cleared_txn = committed;
     for (const auto& [id, usage] : requeued) {

@@ -107,6 +107,39 @@ struct Stats {
 
 enum class Stat { hits, misses, evictions, bytes_evicted, cleanup_runs, cleanup_ns, protected_skips };
 
+// Why an artifact was evicted, kept with it in the eviction log.
+enum class EvictionReason : std::uint8_t {
+  quota = 1,           // the quota thread's cleanup (over the limit)
+  make_room = 2,       // a write, create or mkdir got ENOSPC
+  manual_evict = 3,    // `artifactfs evict KEY`
+  manual_cleanup = 4,  // `artifactfs cleanup --to SIZE`
+};
+// "quota", "make-room", "evict", "cleanup": the names the log prints.
+std::string_view reason_name(EvictionReason reason);
+std::optional<EvictionReason> reason_from_name(std::string_view name);
+
+// One line of the eviction log: what went, when and why, with the facts the
+// record had at that moment.
+struct EvictionEntry {
+  TimeNs when = 0;
+  ArtifactId id = 0;
+  std::string name;
+  Usage usage;
+  TimeNs created = 0;
+  TimeNs last_access = 0;
+  std::uint64_t access_count = 0;
+  EvictionReason reason = EvictionReason::quota;
+};
+
+// Evictions since a moment, from the log.
+struct EvictionSummary {
+  std::uint64_t evictions = 0;
+  std::uint64_t disk_bytes = 0;
+  // False when the log, being bounded, dropped entries from that period:
+  // the counts are then a lower bound.
+  bool complete = true;
+};
+
 // Where an inode with several names has them: artifact -> number of names.
 using LinkSet = std::map<ArtifactId, std::uint32_t>;
 
@@ -122,6 +155,12 @@ class IndexCorrupt : public IndexError {
 
 struct IndexOptions {
   std::uint64_t initial_map_size = 64ull << 20;  // grown on demand, never a failure
+  // Entries the eviction log keeps; the oldest are dropped beyond it.
+  std::size_t eviction_log_limit = 100000;
+  // Inspection of a store no daemon serves (`artifactfs status --store`):
+  // nothing is written, the index is not marked in use, and every method
+  // that writes throws IndexError.
+  bool read_only = false;
 };
 
 class Index {
@@ -171,6 +210,16 @@ class Index {
   Usage outside_usage() const;  // usage of entries that belong to no artifact
   Stats stats() const;          // memory only
   std::optional<LinkSet> links(InodeNumber ino) const;
+
+  // --- eviction log (index/eviction_log.cpp) --------------------------------
+  // Queues a log entry; it is committed with the eviction's record removal
+  // (commit_removals() or flush()), oldest entries dropped beyond
+  // IndexOptions::eviction_log_limit. Memory only, like the hot path.
+  void log_eviction(const ArtifactRecord& record, EvictionReason reason, TimeNs when);
+  // Entries with when >= since, oldest first, at most `limit` (the newest
+  // ones if there are more). Includes entries not committed yet.
+  std::vector<EvictionEntry> eviction_log(TimeNs since, std::size_t limit = SIZE_MAX) const;
+  EvictionSummary evictions_since(TimeNs since) const;
 
   // --- hot path (memory only, never waits on LMDB) --------------------------
   void record_access(ArtifactId id, TimeNs when);

@@ -158,14 +158,21 @@ void Cursor::del() {
 
 // --- Env -----------------------------------------------------------------------
 
-Env::Env(const std::filesystem::path& dir, std::uint64_t initial_map_size, unsigned max_dbs) : dir_(dir) {
+Env::Env(const std::filesystem::path& dir, std::uint64_t initial_map_size, unsigned max_dbs, bool read_only)
+    : dir_(dir), read_only_(read_only) {
   std::error_code ec;
   if (std::filesystem::exists(dir, ec) && !std::filesystem::is_directory(dir, ec)) {
     throw IndexError(dir.string() + ": not a directory");
   }
+  if (read_only && !std::filesystem::exists(dir / "data.mdb", ec)) {
+    throw IndexError(data_file().string() + ": no index here (" +
+                     (ec ? ec.message() : std::string("the store was never mounted")) + ")");
+  }
   // Private to the daemon whatever its umask: 0700, files 0600.
   if (dir.has_parent_path()) std::filesystem::create_directories(dir.parent_path(), ec);
-  if (!ec && ::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) ec.assign(errno, std::generic_category());
+  if (!read_only && !ec && ::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    ec.assign(errno, std::generic_category());
+  }
   if (ec) throw IndexError(dir.string() + ": cannot create index directory: " + ec.message());
 
   int rc = mdb_env_create(&env_);
@@ -181,12 +188,34 @@ Env::Env(const std::filesystem::path& dir, std::uint64_t initial_map_size, unsig
   if ((rc = mdb_env_set_maxreaders(env_, 1024)) != 0) fail(rc, "set max readers");
   // NOSYNC: flush() decides when data reaches the disk. NOTLS: read
   // transactions are not tied to the thread that began them.
-  if ((rc = mdb_env_open(env_, dir.c_str(), MDB_NOSYNC | MDB_NOTLS, 0600)) != 0) fail(rc, "open");
+  const unsigned flags = MDB_NOSYNC | MDB_NOTLS | (read_only ? MDB_RDONLY : 0u);
+  if ((rc = mdb_env_open(env_, dir.c_str(), flags, 0600)) != 0) fail(rc, "open");
   // A killed previous owner leaves its reader slots behind; they would pin
   // old pages and make the file grow.
   int stale = 0;
   if ((rc = mdb_reader_check(env_, &stale)) != 0) fail(rc, "check readers");
   if (stale > 0) spdlog::info("index {}: cleared {} stale reader slots", dir.string(), stale);
+}
+
+std::optional<MDB_dbi> Env::open_existing_table(const char* name) {
+  std::shared_lock lock(resize_mutex_);
+  MDB_txn* txn = nullptr;
+  int rc = mdb_txn_begin(env_, nullptr, MDB_RDONLY, &txn);
+  if (rc != 0) throw_error(rc, "begin transaction", data_file());
+  MDB_dbi dbi = 0;
+  rc = mdb_dbi_open(txn, name, 0, &dbi);
+  if (rc == MDB_NOTFOUND) {
+    mdb_txn_abort(txn);
+    return std::nullopt;
+  }
+  if (rc != 0) {
+    mdb_txn_abort(txn);
+    throw_error(rc, std::string("open table '") + name + "'", data_file());
+  }
+  // Committing the read transaction makes the handle usable by later ones.
+  rc = mdb_txn_commit(txn);
+  if (rc != 0) throw_error(rc, "commit", data_file());
+  return dbi;
 }
 
 Env::~Env() {

@@ -127,7 +127,9 @@ class Cursor {
 class Env {
  public:
   // Opens (creating the directory if needed) with MDB_NOSYNC | MDB_NOTLS.
-  Env(const std::filesystem::path& dir, std::uint64_t initial_map_size, unsigned max_dbs);
+  // `read_only`: MDB_RDONLY, the directory must exist, nothing is written
+  // but the reader table in lock.mdb (for an inspection while no daemon runs).
+  Env(const std::filesystem::path& dir, std::uint64_t initial_map_size, unsigned max_dbs, bool read_only = false);
   ~Env();
   Env(const Env&) = delete;
   Env& operator=(const Env&) = delete;
@@ -160,6 +162,11 @@ class Env {
     }
   }
 
+  // Opens a table that must already exist, in a read-only transaction (for a
+  // read-only environment, where no write transaction can open it);
+  // nullopt if there is no such table.
+  std::optional<MDB_dbi> open_existing_table(const char* name);
+
   // Writes the buffers to disk (fdatasync); the environment is MDB_NOSYNC.
   void sync();
   // --- memory (eviction at scale) ---
@@ -175,6 +182,7 @@ class Env {
   std::size_t max_key_size() const;
   const std::filesystem::path& dir() const { return dir_; }
   std::filesystem::path data_file() const { return dir_ / "data.mdb"; }
+  bool read_only() const { return read_only_; }
 
  private:
   friend class Txn;
@@ -186,6 +194,7 @@ class Env {
   void adopt_new_size();
 
   std::filesystem::path dir_;
+  bool read_only_ = false;
   MDB_env* env_ = nullptr;
   std::mutex write_mutex_;
   mutable std::shared_mutex resize_mutex_;

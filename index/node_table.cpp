@@ -29,6 +29,7 @@ struct NodeTable::Impl {
   mutable std::mutex mutex;
   Batch pending;
   Batch in_flight;  // being written by flush(); still visible to find()
+  std::uint64_t batches_committed = 0;  // under `mutex`: moves when in_flight is cleared after a commit
 
   std::optional<NodePlace> stored(InodeNumber ino) const {
     auto txn = env.read();
@@ -64,13 +65,23 @@ void NodeTable::removed(InodeNumber ino) {
 
 std::optional<NodePlace> NodeTable::find(InodeNumber ino) const {
   auto& m = *impl_;
-  // Read LMDB before the batches: a batch committed meanwhile is then still
-  // found in `in_flight` or `pending`, never missed.
-  auto stored = m.stored(ino);
-  std::lock_guard lock(m.mutex);
-  if (auto it = m.pending.find(ino); it != m.pending.end()) return it->second;
-  if (auto it = m.in_flight.find(ino); it != m.in_flight.end()) return it->second;
-  return stored;
+  for (;;) {
+    std::uint64_t committed;
+    {
+      std::lock_guard lock(m.mutex);
+      if (auto it = m.pending.find(ino); it != m.pending.end()) return it->second;
+      if (auto it = m.in_flight.find(ino); it != m.in_flight.end()) return it->second;
+      committed = m.batches_committed;
+    }
+    // LMDB after the batches: if a batch in flight was committed and cleared
+    // while this read's snapshot was older, the count moved and the read is
+    // made again, so a place is never missed.
+    auto stored = m.stored(ino);
+    std::lock_guard lock(m.mutex);
+    if (auto it = m.pending.find(ino); it != m.pending.end()) return it->second;
+    if (auto it = m.in_flight.find(ino); it != m.in_flight.end()) return it->second;
+    if (m.batches_committed == committed) return stored;
+  }
 }
 
 void NodeTable::flush() {
@@ -98,6 +109,7 @@ void NodeTable::flush() {
   m.env.sync();
   std::lock_guard lock(m.mutex);
   m.in_flight.clear();
+  ++m.batches_committed;
 }
 
 std::uint64_t NodeTable::size() const {

@@ -13,11 +13,13 @@
 //
 // CONCURRENCY MODEL
 // Every method may be called from any thread. `mutex_` guards the pending
-// batch; it is held for map operations only, never across LMDB calls except
-// to merge reads with the batch (find() reads LMDB first, then checks the
-// batch under the lock, which wins). flush() swaps the batch out under the
-// lock and writes it in one transaction; a batch in flight is kept visible
-// to find() until it is committed. Lock order: flush_mutex_, then the LMDB
+// batch; it is held for map operations only, never across LMDB calls.
+// find() checks the batches, reads LMDB without the lock, then checks the
+// batches again (which win); if a flush committed and dropped a batch in
+// between (a count under the lock says so), the LMDB read may predate it and
+// is made again. flush() swaps the batch out under the lock and writes it in
+// one transaction; a batch in flight is kept visible to find() until it is
+// committed. Lock order: flush_mutex_, then the LMDB
 // wrapper's locks, then mutex_.
 #pragma once
 

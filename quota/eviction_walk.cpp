@@ -7,12 +7,14 @@
 namespace artifactfs::quota {
 
 EvictionWalk::EvictionWalk(index::Index& index, Evictor& evictor, index::TimeNs protect_after,
-                           std::chrono::nanoseconds min_age, Evictor::Need need, std::size_t page_size)
+                           std::chrono::nanoseconds min_age, Evictor::Need need, index::EvictionReason reason,
+                           std::size_t page_size)
     : index_(index),
       evictor_(evictor),
       protect_after_(protect_after),
       min_age_(min_age),
       need_(need),
+      reason_(reason),
       page_size_(std::max<std::size_t>(page_size, 1)) {}
 
 EvictionWalk::~EvictionWalk() { commit(); }
@@ -104,7 +106,7 @@ bool EvictionWalk::evict_next() {
       continue;
     }
     index::Usage freed;
-    switch (evictor_.evict(candidate.id, freed, need_)) {
+    switch (evictor_.evict(candidate.id, freed, need_, reason_)) {
       case EvictOutcome::evicted: {
         ++evicted_;
         last_bytes_freed_ = static_cast<std::uint64_t>(std::max<std::int64_t>(0, freed.disk_bytes));

@@ -67,9 +67,10 @@ namespace artifactfs::quota {
 class EvictionWalk {
  public:
   // Artifacts last used after `protect_after` are too young to evict; they
-  // stay protected until `min_age` after their last use.
+  // stay protected until `min_age` after their last use. `reason` goes into
+  // the eviction log with each eviction.
   EvictionWalk(index::Index& index, Evictor& evictor, index::TimeNs protect_after, std::chrono::nanoseconds min_age,
-               Evictor::Need need, std::size_t page_size = 256);
+               Evictor::Need need, index::EvictionReason reason, std::size_t page_size = 256);
 
   ~EvictionWalk();  // commit(), errors logged
   EvictionWalk(const EvictionWalk&) = delete;
@@ -118,6 +119,7 @@ class EvictionWalk {
   index::TimeNs protect_after_;
   std::chrono::nanoseconds min_age_;
   Evictor::Need need_;
+  index::EvictionReason reason_;
   std::size_t page_size_;
 
   std::priority_queue<Candidate, std::vector<Candidate>, YoungerFirst> heap_;

@@ -1,12 +1,16 @@
 // CONCURRENCY MODEL
 // Threads: the quota thread (run()), FUSE threads (usage_grew, admit_write,
-// make_room, status), the mount thread (start, stop, update, describe).
-// - cleanup_mutex_ serialises cleanup(), the eviction of admit_write() and
-//   make_room(): one eviction walk at a time, so two walks never race for
-//   the same victims, and a writer that waited for it sees the room the
-//   other walk made. It is held across Evictor::evict, which takes the file
-//   system's namespace lock; the file system therefore must not call
-//   admit_write() or make_room() with that lock held.
+// make_room, status), the mount thread (start, stop, update, describe), the
+// control channel's thread (cleanup_to, evict_now: under cleanup_mutex_ like
+// every eviction; plan_cleanup_to, state: no lock but settings_mutex_ for a
+// copy).
+// - cleanup_mutex_ serialises cleanup(), the eviction of admit_write(),
+//   make_room() and the control channel's evictions: one eviction walk at a
+//   time, so two walks never race for the same victims, and a writer that
+//   waited for it sees the room the other walk made. It is held across
+//   Evictor::evict, which takes the file system's namespace lock; the file
+//   system therefore must not call admit_write() or make_room() with that
+//   lock held.
 // - settings_mutex_ guards settings_ and is taken after cleanup_mutex_ when
 //   both are needed. It is never held across a call into the index or the
 //   evictor (statvfs, LMDB), so status() and update() never wait on a cleanup.
@@ -32,6 +36,7 @@
 #include <cerrno>
 #include <limits>
 
+#include "quota/cleanup_plan.hpp"
 #include "quota/eviction_walk.hpp"
 #include "quota/limits.hpp"
 
@@ -80,6 +85,18 @@ std::string seconds_from_now(index::TimeNs when) {
   return fmt::format("{:.1f} s", std::max<index::TimeNs>(0, when - now_ns()) / 1e9);
 }
 
+// Counts a walk as running for status() while it lives.
+class RunningCleanup {
+ public:
+  explicit RunningCleanup(std::atomic<int>& count) : count_(count) { ++count_; }
+  ~RunningCleanup() { --count_; }
+  RunningCleanup(const RunningCleanup&) = delete;
+  RunningCleanup& operator=(const RunningCleanup&) = delete;
+
+ private:
+  std::atomic<int>& count_;
+};
+
 }  // namespace
 
 struct QuotaManager::Impl {
@@ -112,6 +129,7 @@ struct QuotaManager::Impl {
   // since the epoch); 0: retry at the check interval.
   std::atomic<index::TimeNs> cleanup_retry_at_{0};
   std::atomic<std::uint64_t> last_cleanup_evicted_{0};
+  std::atomic<int> cleanups_running_{0};  // walks under way (status only)
 
   // Writers over the limit with nothing left to evict: an overshoot
   // episode, reported once. While it lasts a writer walks the LRU order
@@ -223,22 +241,27 @@ struct QuotaManager::Impl {
     }
   }
 
-  CleanupResult cleanup();
+  // `target`: the operator's (cleanup_to), else the low watermark's.
+  CleanupResult cleanup(std::optional<std::uint64_t> target = std::nullopt);
   bool make_room(std::uint64_t bytes);
   void check();
   void run();
 };
 
-QuotaManager::CleanupResult QuotaManager::Impl::cleanup() {
+QuotaManager::CleanupResult QuotaManager::Impl::cleanup(std::optional<std::uint64_t> operator_target) {
   std::lock_guard cleanup_lock(cleanup_mutex_);
+  RunningCleanup running(cleanups_running_);
   const auto started = std::chrono::steady_clock::now();
   // Opens recorded in the last flush interval must count, or the walk would
   // take a just-opened artifact for an old one.
   flush_for_victims();
-  const Snapshot s = refresh();
+  Snapshot s = refresh();
+  if (operator_target) s.limits.target = *operator_target;  // the operator's, as the dry run plans it
+  const auto reason = operator_target ? index::EvictionReason::manual_cleanup : index::EvictionReason::quota;
 
   // Pages as large as a batch: one read (and one Evictor::prepare) per batch.
   EvictionWalk walk(index, evictor, protect_after(s.settings.min_age), s.settings.min_age, Evictor::Need::cleanup,
+                    reason,
                     EvictionWalk::kBatchSize);
   // Evicted data still in the trash is being deleted (check() waits for
   // it): the target is one for the data.
@@ -267,6 +290,8 @@ QuotaManager::CleanupResult QuotaManager::Impl::cleanup() {
   }
   if (!result.target_met && stop_requested_.load()) {
     // Stopped half-way (unmount): not blocked; the next mount goes on.
+  } else if (operator_target) {
+    // The operator's target is theirs: missing it says nothing about the quota.
   } else if (!result.target_met) {
     if (!blocked_.exchange(true)) {
       spdlog::warn(
@@ -284,6 +309,7 @@ QuotaManager::CleanupResult QuotaManager::Impl::cleanup() {
 
 bool QuotaManager::Impl::make_room(std::uint64_t bytes) {
   std::lock_guard cleanup_lock(cleanup_mutex_);
+  RunningCleanup running(cleanups_running_);
   const auto started = std::chrono::steady_clock::now();
   // No flush first: the walk orders by the latest uses, flushed or not, and
   // out of space every page the index writes counts.
@@ -299,7 +325,7 @@ bool QuotaManager::Impl::make_room(std::uint64_t bytes) {
   bool need_one = true;
 
   EvictionWalk walk(index, evictor, protect_after(current_settings.min_age), current_settings.min_age,
-                    Evictor::Need::out_of_space, kMakeRoomPage);
+                    Evictor::Need::out_of_space, index::EvictionReason::make_room, kMakeRoomPage);
   for (;;) {
     std::uint64_t expected_free = space.free_bytes;
     std::size_t batch = 0;
@@ -341,7 +367,7 @@ int QuotaManager::Impl::make_room_for_write(std::uint64_t bytes) {
   // counter, and the next writer walks again.
   const std::uint64_t epoch = evictor.protections_ended();
   EvictionWalk walk(index, evictor, protect_after(s.settings.min_age), s.settings.min_age, Evictor::Need::make_room,
-                    kMakeRoomPage);
+                    index::EvictionReason::make_room, kMakeRoomPage);
   for (;;) {
     // Evicted data counts until it is deleted: evict what should be enough,
     // wait for the deletions, measure again.
@@ -501,6 +527,41 @@ bool QuotaManager::make_room(std::uint64_t bytes) { return impl_->make_room(byte
 
 QuotaManager::CleanupResult QuotaManager::cleanup() { return impl_->cleanup(); }
 
+QuotaManager::CleanupResult QuotaManager::cleanup_to(std::uint64_t target_bytes) {
+  return impl_->cleanup(target_bytes);
+}
+
+std::vector<index::ArtifactRecord> QuotaManager::plan_cleanup_to(std::uint64_t target_bytes) {
+  impl_->flush_for_victims();
+  return plan_evictions(impl_->index, impl_->evictor, protect_after(impl_->settings().min_age), impl_->usage(),
+                        target_bytes);
+}
+
+EvictOutcome QuotaManager::evict_now(index::ArtifactId id, index::Usage& freed) {
+  std::lock_guard cleanup_lock(impl_->cleanup_mutex_);
+  EvictOutcome outcome = impl_->evictor.evict(id, freed, Evictor::Need::cleanup, index::EvictionReason::manual_evict);
+  if (outcome == EvictOutcome::evicted) {
+    impl_->index.commit_removals();
+    impl_->refresh();
+  }
+  return outcome;
+}
+
+bool QuotaManager::cleanup_running() const { return impl_->cleanups_running_.load() > 0; }
+
+QuotaManager::State QuotaManager::state() const {
+  State out;
+  out.space = impl_->evictor.backing_space();
+  const config::QuotaSettings s = impl_->settings();
+  const Limits limits = compute_limits(s, impl_->usage(), out.space);
+  out.limit = limits.limit;
+  out.target = limits.target;
+  out.blocked = impl_->blocked_.load();
+  out.cleanup_running = cleanup_running();
+  out.min_age = s.min_age;
+  return out;
+}
+
 std::vector<std::pair<std::string, std::string>> QuotaManager::status() const {
   const SpaceInfo space = impl_->evictor.backing_space();
   const std::uint64_t data = impl_->data_usage();
@@ -522,6 +583,7 @@ std::vector<std::pair<std::string, std::string>> QuotaManager::status() const {
       {"quota.trash_bytes", std::to_string(trash)},
       {"quota.backing_free_bytes", std::to_string(space.free_bytes)},
       {"quota.blocked", impl_->blocked_.load() ? "1" : "0"},
+      {"quota.cleanup_running", cleanup_running() ? "1" : "0"},
       {"quota.last_cleanup_evicted", std::to_string(impl_->last_cleanup_evicted_.load())},
       {"quota.over_limit", impl_->over_limit_.load() ? "1" : "0"},
       {"quota.overshoot_episodes", std::to_string(impl_->overshoot_episodes_.load())},

@@ -16,14 +16,16 @@
 // One quota thread runs cleanups. FUSE threads call usage_grew() and
 // admit_write() (cheap unless over the limit: the index's in-memory totals,
 // atomics, and a notify), and admit_write() and make_room() evict on the
-// calling thread when they must.
+// calling thread when they must. The control channel's thread calls
+// cleanup_to() and evict_now(), which evict on that thread under the same
+// cleanup_mutex_, and the read-only plan_cleanup_to(), state() and status().
 // `cleanup_mutex_` serialises every eviction walk (quota thread, writers
-// making room, ENOSPC callers) and is held across Evictor::evict, so the file
-// system must not call admit_write() or make_room() while holding a lock that
-// evict() takes. `settings_mutex_` guards the settings (replaced by update()
-// on SIGHUP) and is never held across a call into the index or the Evictor.
-// Lock order: cleanup_mutex_, then settings_mutex_. Details in
-// quota_manager.cpp.
+// making room, ENOSPC callers, the control channel) and is held across
+// Evictor::evict, so the file system must not call admit_write() or
+// make_room() while holding a lock that evict() takes. `settings_mutex_`
+// guards the settings (replaced by update() on SIGHUP) and is never held
+// across a call into the index or the Evictor. Lock order: cleanup_mutex_,
+// then settings_mutex_. Details in quota_manager.cpp.
 #pragma once
 
 #include <atomic>
@@ -66,8 +68,11 @@ class Evictor {
   // Removes the artifact from the mount in one step unless it has an open
   // handle or an operation in progress (in_use) or, for Need::cleanup, was
   // written within the write grace (recently_written); on success `freed`
-  // is its usage.
-  virtual EvictOutcome evict(index::ArtifactId id, index::Usage& freed, Need need) = 0;
+  // is its usage. `reason` goes into the index's eviction log.
+  virtual EvictOutcome evict(index::ArtifactId id, index::Usage& freed, Need need, index::EvictionReason reason) = 0;
+  // Whether evict() would refuse the artifact now because it is in use
+  // (for a cleanup's dry run; a guess that may change the next moment).
+  virtual bool in_use(index::ArtifactId /*id*/) { return false; }
   // When the write grace of an artifact evict() answered recently_written
   // for ends (ns since the epoch); 0 if unknown.
   virtual index::TimeNs write_grace_ends(index::ArtifactId /*id*/) { return 0; }
@@ -118,6 +123,17 @@ class QuotaManager {
   // the deletions. True if anything was freed.
   bool make_room(std::uint64_t bytes);
 
+  // The quota's state at this moment, for status reports.
+  struct State {
+    std::uint64_t limit = 0;   // std::numeric_limits<std::uint64_t>::max(): no limit
+    std::uint64_t target = 0;  // likewise
+    SpaceInfo space;
+    bool blocked = false;
+    bool cleanup_running = false;
+    std::chrono::milliseconds min_age{0};
+  };
+  State state() const;
+
   // Facts for `getfattr` on the mount root, names without the
   // "user.artifactfs." prefix: quota.limit_bytes, quota.usage_bytes, ...
   std::vector<std::pair<std::string, std::string>> status() const;
@@ -136,6 +152,18 @@ class QuotaManager {
   // One cleanup now (also used by tests): evicts oldest-first until usage is
   // at or below the low watermark of the effective limit.
   CleanupResult cleanup();
+
+  // --- operator's requests (the control channel) -----------------------------
+  // A cleanup down to `target_bytes` of usage instead of the low watermark
+  // (evictions logged as manual_cleanup), with the same protections.
+  CleanupResult cleanup_to(std::uint64_t target_bytes);
+  // What cleanup_to(target_bytes) would evict now, in order.
+  std::vector<index::ArtifactRecord> plan_cleanup_to(std::uint64_t target_bytes);
+  // Evicts one artifact now (logged as manual_evict), unless it is in use or
+  // being written; min-age does not apply: the operator asked for it.
+  EvictOutcome evict_now(index::ArtifactId id, index::Usage& freed);
+  // Whether a cleanup or an ENOSPC eviction is running at this moment.
+  bool cleanup_running() const;
 
  private:
   // ... implementation-defined members ...

@@ -35,7 +35,8 @@ def write_config(path: Path, max_size: str) -> None:
         "layout:\n"
         f"  depth: {DEPTH}\n"
         "  group-suffixes: [\".siginfo\", \".sig\"]\n"
-        "index:\n  flush-interval: 100ms\n"
+        # atime-precision 0: the ls -lut checks want every flushed access shown.
+        "index:\n  flush-interval: 100ms\n  atime-precision: 0\n"
         "quota:\n"
         f"  max-size: {max_size}\n  min-free: 0\n  low-watermark: 0.5\n  min-age: 0s\n"
         "  check-interval: 200ms\n")

@@ -299,7 +299,7 @@ namespace {
 class QueuedEvictor : public q::Evictor {
  public:
   explicit QueuedEvictor(Index& index) : index_(index) {}
-  q::EvictOutcome evict(ArtifactId id, Usage& freed, Need) override {
+  q::EvictOutcome evict(ArtifactId id, Usage& freed, Need, artifactfs::index::EvictionReason) override {
     max_queued = std::max(max_queued, index_.queued_removals());
     auto removed = index_.remove_artifact_queued(id);
     if (!removed) return q::EvictOutcome::missing;
@@ -337,6 +337,7 @@ TEST_CASE("eviction walk: commits its removals per batch and prepares each page 
   QueuedEvictor evictor(*index);
   {
     q::EvictionWalk walk(*index, evictor, /*protect_after=*/1000 + 2000, std::chrono::nanoseconds(0), q::Evictor::Need::cleanup,
+                         artifactfs::index::EvictionReason::quota,
                          q::EvictionWalk::kBatchSize);
     while (walk.evict_next()) {
     }
@@ -353,7 +354,8 @@ TEST_CASE("eviction walk: commits its removals per batch and prepares each page 
 
   // The destructor commits what a walk left queued.
   {
-    q::EvictionWalk walk(*index, evictor, /*protect_after=*/1000 + kN, std::chrono::nanoseconds(0), q::Evictor::Need::cleanup);
+    q::EvictionWalk walk(*index, evictor, /*protect_after=*/1000 + kN, std::chrono::nanoseconds(0), q::Evictor::Need::cleanup,
+                         artifactfs::index::EvictionReason::quota);
     REQUIRE(walk.evict_next());
     CHECK(index->queued_removals() == 1);
   }

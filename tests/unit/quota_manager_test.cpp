@@ -48,7 +48,7 @@ class FakeEvictor : public q::Evictor {
  public:
   explicit FakeEvictor(ix::Index& index) : index_(index) {}
 
-  q::EvictOutcome evict(ArtifactId id, ix::Usage& freed, Need need) override {
+  q::EvictOutcome evict(ArtifactId id, ix::Usage& freed, Need need, artifactfs::index::EvictionReason) override {
     std::lock_guard lock(mutex_);
     if (in_use_.count(id)) return q::EvictOutcome::in_use;
     if (auto it = grace_.find(id); it != grace_.end() && need == Need::cleanup && it->second > now_ns()) {
@@ -673,7 +673,7 @@ TEST_CASE("quota: evicted data not yet deleted counts as usage", "[quota][admit]
   store.add("b", 1000, ago(23h));
   q::QuotaManager quota(*store.index, store.evictor, settings(2000, 0ms));
   ix::Usage freed;
-  REQUIRE(store.evictor.evict(a, freed, q::Evictor::Need::cleanup) == q::EvictOutcome::evicted);
+  REQUIRE(store.evictor.evict(a, freed, q::Evictor::Need::cleanup, artifactfs::index::EvictionReason::quota) == q::EvictOutcome::evicted);
   CHECK(status_of(quota, "quota.trash_bytes") == "1000");
   CHECK(quota.admit_write(500) == 0);  // 1000 data + 1000 not deleted: over, makes room
   CHECK(store.evictor.waits() >= 1);
