@@ -65,9 +65,11 @@ TARGET_LABELS = {
     "passthrough_hp": "passthrough_hp",
     "bindfs": "bindfs",
     "mergerfs": "mergerfs",
+    "baseline-t4": "baseline build of artifactfs (4 threads)",
 }
 
 TARGET_ORDER = list(TARGET_LABELS)
+OPTIONAL_TARGETS = {"baseline-t4"}  # measured only when asked for (run.sh --baseline)
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,7 @@ GOALS = [
     Goal("open_warm", "artifactfs-t4", "artifactfs-t4-norecord", 0.95, "access recording on against off, warm opens: at most 5% slower"),
     Goal("open_cold", "artifactfs-t4", "artifactfs-t4-norecord", 0.95, "access recording on against off, cold opens: at most 5% slower"),
     Goal("open_warm_j4", "artifactfs-t4", "artifactfs-t4-norecord", 0.95, "access recording on against off, 4 clients: at most 5% slower"),
+    Goal("open_warm", "artifactfs-t4", "baseline-t4", 0.95, "warm open+read+close: at most 5% slower than the --baseline build"),
     Goal("tar_extract_s", "artifactfs-t4", "passthrough_hp", 0.8, "tarball extraction: at least 0.8x passthrough_hp"),
     Goal("ccache_rebuild_s", "artifactfs-t4", "native", 1 / 1.15, "ccache rebuild: within 15% of native (time at most 1.15x)"),
 ]

@@ -11,7 +11,8 @@
 #
 #   bench/run.sh [--smoke] [--rounds N] [--targets LIST] [--workloads LIST]
 #                [--scale [N]] [--only-scale] [--readme FILE | --no-readme]
-#                [--out-dir DIR] [--artifactfs BINARY] [--workdir DIR]
+#                [--out-dir DIR] [--artifactfs BINARY] [--baseline BINARY]
+#                [--workdir DIR]
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -29,6 +30,7 @@ README_FILE=""
 NO_README=0
 OUT_DIR=$HERE/results
 ARTIFACTFS=${ARTIFACTFS:-}
+BASELINE=""
 WORKDIR=""
 CACHE=${BENCH_CACHE:-/tmp/artifactfs-bench-cache}
 
@@ -49,6 +51,8 @@ usage() {
   --no-readme        leave the README alone
   --out-dir DIR      where results go (default bench/results)
   --artifactfs BIN   daemon binary (default: build-bench/cli/artifactfs, else build/cli/artifactfs)
+  --baseline BIN     also measure BIN (an earlier build of artifactfs) as target baseline-t4, in
+                     the same rounds: the A/B check that a change did not slow the hot path
   --workdir DIR      scratch directory (default: a new directory under /var/tmp; it must be on
                      the disk to be measured)
 EOF
@@ -67,6 +71,7 @@ while [[ $# -gt 0 ]]; do
     --no-readme) NO_README=1 ;;
     --out-dir) OUT_DIR=$2; shift ;;
     --artifactfs) ARTIFACTFS=$2; shift ;;
+    --baseline) BASELINE=$2; shift ;;
     --workdir) WORKDIR=$2; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
@@ -74,8 +79,13 @@ while [[ $# -gt 0 ]]; do
   shift
 done
 
+if [[ -n $BASELINE ]]; then
+  [[ -x $BASELINE ]] || { echo "run.sh: --baseline $BASELINE is not an executable artifactfs binary" >&2; exit 2; }
+  BASELINE=$(realpath "$BASELINE")
+  TARGETS+=" baseline-t4"
+fi
 for t in $TARGETS; do
-  [[ " $ALL_TARGETS " == *" $t "* ]] || { echo "run.sh: unknown target $t; choose from: $ALL_TARGETS" >&2; exit 2; }
+  [[ " $ALL_TARGETS baseline-t4 " == *" $t "* ]] || { echo "run.sh: unknown target $t; choose from: $ALL_TARGETS" >&2; exit 2; }
 done
 for w in $WORKLOADS; do
   [[ " $ALL_WORKLOADS " == *" $w "* ]] || { echo "run.sh: unknown workload $w; choose from: $ALL_WORKLOADS" >&2; exit 2; }
@@ -99,7 +109,7 @@ if (( ${#missing[@]} )); then
 fi
 
 COMPLETE=0
-[[ $SMOKE == 0 && " $TARGETS " == " $ALL_TARGETS " && " $WORKLOADS " == " $ALL_WORKLOADS " ]] && COMPLETE=1
+[[ $SMOKE == 0 && " ${TARGETS% baseline-t4} " == " $ALL_TARGETS " && " $WORKLOADS " == " $ALL_WORKLOADS " ]] && COMPLETE=1
 if [[ -z $README_FILE && $NO_README == 0 && $COMPLETE == 1 ]]; then README_FILE=$REPO/README.md; fi
 # A smoke run regenerates a copy of the README beside its results: the
 # generation is checked, the real README is left alone.
@@ -253,15 +263,17 @@ start_daemon() {
   return 1
 }
 
-# The artifactfs command of a target name: artifactfs-tN[-norecord].
+# The artifactfs command of a target name: artifactfs-tN[-norecord] or
+# baseline-tN (the --baseline binary, same settings).
 # -norecord: layout.depth 3, deeper than any file of the data set, so no
 # file belongs to an artifact: opens take the same path but record no use
 # and hold no artifact (the cost of LRU is the difference).
 artifactfs_command() {
-  local t=$1 threads depth=1
-  threads=${t#artifactfs-t}; threads=${threads%%-*}
+  local t=$1 threads depth=1 binary=$ARTIFACTFS
+  [[ $t == baseline-* ]] && binary=$BASELINE
+  threads=${t#*-t}; threads=${threads%%-*}
   [[ $t == *-norecord ]] && depth=3
-  echo "$ARTIFACTFS" mount "$STORE" "$MNT" -f --set "fuse.threads=$threads" --set "layout.depth=$depth" --set quota.min-age=0s
+  echo "$binary" mount "$STORE" "$MNT" -f --set "fuse.threads=$threads" --set "layout.depth=$depth" --set quota.min-age=0s
 }
 
 # Mounts TARGET over $DATA at $MNT and sets ROOT, the directory to measure.
@@ -272,7 +284,7 @@ mount_target() {
     native) ROOT=$DATA ;;
     floor-t*) start_daemon "$MNT" "$logf" "$FLOORFS" "$DATA" "$MNT" --threads "${t#floor-t}" ;;
     # shellcheck disable=SC2046
-    artifactfs-t*) start_daemon "$MNT" "$logf" $(artifactfs_command "$t") ;;
+    artifactfs-t*|baseline-t*) start_daemon "$MNT" "$logf" $(artifactfs_command "$t") ;;
     passthrough_hp-single) start_daemon "$MNT" "$logf" "$PTHP" --foreground --single "$DATA" "$MNT" ;;
     passthrough_hp) start_daemon "$MNT" "$logf" "$PTHP" --foreground "$DATA" "$MNT" ;;
     bindfs) start_daemon "$MNT" "$logf" bindfs -f "$DATA" "$MNT" ;;
@@ -285,6 +297,7 @@ target_command() {  # for the report
     native) echo "(the data directory itself)" ;;
     floor-t*) echo "floorfs STORE/data MNT --threads ${1#floor-t}" ;;
     artifactfs-t*) artifactfs_command "$1" | sed "s|$ARTIFACTFS|artifactfs|; s|$STORE|STORE|; s|$MNT|MNT|" ;;
+    baseline-t*) artifactfs_command "$1" | sed "s|$STORE|STORE|; s|$MNT|MNT|" ;;
     passthrough_hp-single) echo "passthrough_hp --foreground --single STORE/data MNT" ;;
     passthrough_hp) echo "passthrough_hp --foreground STORE/data MNT" ;;
     bindfs) echo "bindfs -f STORE/data MNT" ;;
@@ -319,7 +332,7 @@ lg() {
     why=$(tr '\n\t' '  ' < "$LOGDIR/loadgen-error.txt")
     log "  FAILED: $measure on $target: loadgen $*: $why"
     printf 'fail\t%s\t%s\t%s\t%s\n' "$round" "$target" "$measure" "$why" >> "$TSV"
-    if [[ $target == artifactfs-* ]]; then FAILED_ARTIFACTFS=$(( FAILED_ARTIFACTFS + 1 )); else FAILED_PEERS=$(( FAILED_PEERS + 1 )); fi
+    if [[ $target == artifactfs-* || $target == baseline-* ]]; then FAILED_ARTIFACTFS=$(( FAILED_ARTIFACTFS + 1 )); else FAILED_PEERS=$(( FAILED_PEERS + 1 )); fi
     LAST_LINE=""
     return 0
   fi
@@ -593,6 +606,9 @@ build_tools
 if [[ -n $WORKLOADS ]]; then
   "$HERE/lib/machine.sh" "$WORKDIR" "$ARTIFACTFS" | sed 's/^/meta\t/' >> "$TSV"
   printf 'meta\tcommand\tbench/run.sh %s\n' "$ORIG_ARGS" >> "$TSV"
+  if [[ -n $BASELINE ]]; then
+    printf 'meta\tbaseline build\t%s, built %s\n' "$BASELINE" "$(date -u -r "$BASELINE" '+%F %T UTC')" >> "$TSV"
+  fi
   printf 'meta\trounds\t%s\nmeta\tcomplete\t%s\nmeta\tsmoke\t%s\n' "$ROUNDS" "$COMPLETE" "$SMOKE" >> "$TSV"
   note data_set "$((SMALL_DIRS * SMALL_PER_DIR)) files of $SMALL_SIZE bytes in $SMALL_DIRS directories, one directory of $WIDE_ENTRIES empty files, $BIG_FILES files of $BIG_MIB MiB"
   note wide_entries "$WIDE_ENTRIES"

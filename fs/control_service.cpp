@@ -153,6 +153,8 @@ void ControlService::evict(const nlohmann::json& request, control::Responder& ou
           r.disk_bytes = positive(freed.disk_bytes);
           break;
         case quota::EvictOutcome::in_use: r.outcome = "in use"; break;
+        // Only routine cleanups respect the write grace; kept for completeness.
+        case quota::EvictOutcome::recently_written: r.outcome = "written moments ago"; break;
         case quota::EvictOutcome::missing: break;
       }
       r.last_access = record->last_access;

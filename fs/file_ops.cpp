@@ -73,6 +73,15 @@ int open_existing_file(int parent_fd, const char* name, int flags) {
   return fd;
 }
 
+// Whether an open with these flags may share the inode's cached read-only
+// description (InodeTable::open_for_reading): read-only, and no flag that
+// lives in the description and changes what reads do. (Flags such as
+// O_NONBLOCK mean nothing for a regular file; the kernel's O_LARGEFILE,
+// always set, is not glibc's, which is 0 on 64-bit systems.)
+bool shares_read_description(int flags) {
+  return (flags & O_ACCMODE) == O_RDONLY && !(flags & (O_DIRECT | O_NOATIME | O_SYNC | O_DSYNC | O_TRUNC));
+}
+
 }  // namespace
 
 int Filesystem::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
@@ -92,6 +101,9 @@ int Filesystem::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     AsCaller as(req);
     if (as.error()) return as.error();
     fd = reopen(held.fd, flags);
+  } else if (shares_read_description(flags)) {
+    // The kernel checked the caller's access (default_permissions).
+    fd = inodes_.open_for_reading(inode, held.pinned);
   } else {
     fd = reopen(held.fd, flags);  // the kernel checked the caller's access (default_permissions)
   }

@@ -19,7 +19,13 @@
 // Unpinned descriptors are closed by a CLOCK sweep (a recently used one gets
 // a second chance, so directories used often stay open) when the cache is
 // over its limit, and at once when the inode is forgotten, unlinked or
-// evicted (so that deleting it frees space). An inode without a descriptor
+// evicted (so that deleting it frees space). A regular file that was opened
+// read-only also caches one O_RDONLY description beside its O_PATH one
+// (`read_fd`, counted in the same limit, closed with it): a read-only open
+// takes a duplicate of it, one dup() instead of reopening through
+// /proc/self/fd, which costs a path walk through procfs on every open. The
+// duplicates share one file offset, which nothing uses (reads, writes and
+// lseek's answers all carry explicit offsets). An inode without a descriptor
 // is opened again by its backing file handle (open_by_handle_at) when the
 // daemon has CAP_DAC_READ_SEARCH, else through its parent chain from the
 // nearest cached ancestor, one component at a time with O_NOFOLLOW, checking
@@ -100,6 +106,7 @@ struct Inode {
   std::mutex mutex;
   int fd = -1;                 // cached O_PATH descriptor, -1 if none (see DESCRIPTORS)
   int fd_pins = 0;             // NodeFds using `fd`: it is not closed while pinned
+  int read_fd = -1;            // cached O_RDONLY description of a regular file, only while `fd` is
   bool in_ring = false;        // listed in the table's ring of cached descriptors
   BackingHandle handle;        // set when first looked up
   index::Usage accounted;      // this inode's usage as the index currently counts it
@@ -187,6 +194,11 @@ class InodeTable {
   // again (see DESCRIPTORS). Empty with errno set (ENOENT: gone; ESTALE: not
   // found where it was) if it cannot be had.
   NodeFd open(const InodePtr& inode);
+  // A new descriptor of the regular file `inode` open for reading only,
+  // for a read-only FUSE handle: a duplicate of its cached read-only
+  // description, which is made from `pinned` (its O_PATH descriptor, pinned
+  // by the caller) on first use. -1 with errno set on failure.
+  int open_for_reading(const InodePtr& inode, const NodeFd& pinned);
   // Closes the inode's cached descriptor now, or when its last pin goes
   // (after an eviction or an unlink, so that deletion frees space).
   void close_fd(Inode& inode);
@@ -232,6 +244,7 @@ class InodeTable {
   // Caches `fd` for `inode` (or closes it if another thread was first) and
   // pins it; sweeps the ring if the cache is over its limit.
   int adopt_fd(const InodePtr& inode, int fd);
+  void sweep_if_over_limit();
   void sweep_locked();       // cache_mutex_ held
   void prune_ring_locked();  // cache_mutex_ held
   void close_unpinned_locked(Inode& inode);  // Inode::mutex held

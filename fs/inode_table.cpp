@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <utility>
 
@@ -94,6 +95,7 @@ InodeTable::InodeTable(int root_fd, ino_t root_ino, std::size_t max_open, int mo
 InodeTable::~InodeTable() {
   for (auto& [node, inode] : by_node_) {
     if (inode->fd >= 0) close(inode->fd);
+    if (inode->read_fd >= 0) close(inode->read_fd);
   }
 }
 
@@ -134,7 +136,43 @@ void InodeTable::close_unpinned_locked(Inode& inode) {
   if (inode.fd < 0 || inode.fd_pins > 0 || &inode == root_.get()) return;
   close(inode.fd);
   inode.fd = -1;
-  open_count_.fetch_sub(1, std::memory_order_relaxed);
+  std::size_t closed = 1;
+  if (inode.read_fd >= 0) {
+    close(inode.read_fd);
+    inode.read_fd = -1;
+    ++closed;
+  }
+  open_count_.fetch_sub(closed, std::memory_order_relaxed);
+}
+
+int InodeTable::open_for_reading(const InodePtr& inode, const NodeFd& pinned) {
+  {
+    std::lock_guard lock(inode->mutex);
+    if (inode->read_fd >= 0) return fcntl(inode->read_fd, F_DUPFD_CLOEXEC, 0);
+  }
+  // Reopening the O_PATH descriptor names the inode itself: nothing is
+  // resolved by name, no symlink can be followed.
+  char path[32];
+  std::snprintf(path, sizeof path, "/proc/self/fd/%d", pinned.get());
+  int fresh = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fresh < 0) return -1;
+  int out;
+  {
+    std::lock_guard lock(inode->mutex);
+    // `pinned` keeps inode->fd open, so read_fd may be cached beside it,
+    // unless the inode went meanwhile (its space must be freed at once).
+    if (inode->gone || inode->fd != pinned.get()) return fresh;
+    if (inode->read_fd >= 0) {
+      close(fresh);  // another thread cached one meanwhile
+      return fcntl(inode->read_fd, F_DUPFD_CLOEXEC, 0);
+    }
+    out = fcntl(fresh, F_DUPFD_CLOEXEC, 0);
+    if (out < 0) return fresh;  // no descriptor to spare: the handle keeps its own
+    inode->read_fd = fresh;
+    open_count_.fetch_add(1, std::memory_order_relaxed);
+  }
+  sweep_if_over_limit();
+  return out;
 }
 
 void InodeTable::close_fd(Inode& inode) {
@@ -191,6 +229,12 @@ int InodeTable::adopt_fd(const InodePtr& inode, int fd) {
     if (ring_.size() > 2 * open_count_.load(std::memory_order_relaxed) + 1024) prune_ring_locked();
   }
   return fd;
+}
+
+void InodeTable::sweep_if_over_limit() {
+  if (open_count_.load(std::memory_order_relaxed) <= max_open_) return;
+  std::lock_guard lock(cache_mutex_);
+  if (open_count_.load(std::memory_order_relaxed) > max_open_) sweep_locked();
 }
 
 void InodeTable::sweep_locked() {

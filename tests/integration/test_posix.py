@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import mmap
 import os
 import stat
 import subprocess
@@ -532,3 +533,60 @@ def test_mount_root_stat(mnt):
     assert stat.S_ISDIR(st.st_mode)
     assert st.st_uid == os.stat(mnt.data).st_uid
     assert stat.S_IMODE(st.st_mode) == stat.S_IMODE(os.stat(mnt.data).st_mode)
+
+
+def daemon_descriptors_of(m: harness.Mount, backing: Path) -> list[str]:
+    """What the daemon's descriptors naming `backing` point at."""
+    found = []
+    for fd in os.listdir(f"/proc/{m.pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{m.pid}/fd/{fd}")
+        except FileNotFoundError:
+            continue
+        if target.startswith(str(backing)):
+            found.append(target)
+    return found
+
+
+def test_read_only_handles_share_a_description_and_free_deleted_files(mnt):
+    # Read-only opens of a file share one cached read-only description in
+    # the daemon (each handle a dup of it). Reads carry their own offsets, so
+    # handles reading at once never see each other's positions; a write
+    # through another handle is seen; and once the file is deleted the daemon
+    # holds no descriptor of it, so its space is freed.
+    art = mnt.mnt / "art"
+    art.mkdir()
+    content = os.urandom(1 << 20)
+    (art / "f").write_bytes(content)
+    handles = [os.open(art / "f", os.O_RDONLY) for _ in range(3)]
+    try:
+        os.posix_fadvise(handles[0], 0, 0, os.POSIX_FADV_DONTNEED)  # reads must reach the daemon
+        chunk = 64 << 10
+        got = [bytearray() for _ in handles]
+        for step in range(len(content) // chunk):  # interleaved sequential reads
+            for i, fd in enumerate(handles):
+                got[i] += os.read(fd, chunk)
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        assert all(bytes(g) == content for g in got)
+        assert os.pread(handles[1], 10, 1000) == content[1000:1010]
+
+        w = os.open(art / "f", os.O_WRONLY)
+        os.pwrite(w, b"fresh", 4096)
+        os.close(w)
+        os.posix_fadvise(handles[2], 0, 0, os.POSIX_FADV_DONTNEED)
+        assert os.pread(handles[2], 5, 4096) == b"fresh"
+        # An O_DIRECT reader (its own description) reads the same bytes.
+        d = os.open(art / "f", os.O_RDONLY | os.O_DIRECT)
+        try:
+            buf = mmap.mmap(-1, 8192)
+            assert os.preadv(d, [buf], 0) == 8192
+            assert bytes(buf[4096:4101]) == b"fresh"
+        finally:
+            os.close(d)
+    finally:
+        for fd in handles:
+            os.close(fd)
+    assert daemon_descriptors_of(mnt, mnt.data / "art" / "f"), "the daemon keeps a description of a file read lately"
+    os.unlink(art / "f")
+    harness.wait_until(lambda: not daemon_descriptors_of(mnt, mnt.data / "art" / "f"), 10, 0.1,
+                       what="the daemon to close every descriptor of the deleted file")
