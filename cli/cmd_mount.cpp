@@ -79,6 +79,7 @@ int run_mount_command(const ParsedArgs& args) {
   request.foreground = args.has("foreground");
   request.rebuild_index = args.has("rebuild-index");
   request.reload = [file, overrides] { return config::load(file, overrides); };
+  if (file) request.config_file = *file;
   return fs::run_mount(request);
 }
 

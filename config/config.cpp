@@ -251,6 +251,7 @@ const std::vector<KnownKey>& known_keys() {
        }},
       {"mount.store", [](Config& c, const YAML::Node& v) { c.mount.store = absolute_path(v); }},
       {"mount.point", [](Config& c, const YAML::Node& v) { c.mount.point = absolute_path(v); }},
+      {"mount.confine", [](Config& c, const YAML::Node& v) { c.mount.confine = boolean(v); }},
       {"log.level", [](Config& c, const YAML::Node& v) { c.log.level = log_level(v); }},
   };
   return keys;
@@ -560,6 +561,8 @@ std::string to_yaml(const Config& config) {
       << YAML::Comment("STORE when `artifactfs mount` is given none");
   out << YAML::Key << "point" << YAML::Value << config.mount.point
       << YAML::Comment("MOUNTPOINT when `artifactfs mount` is given none");
+  out << YAML::Key << "confine" << YAML::Value << config.mount.confine
+      << YAML::Comment("as root: read-only system, no /tmp or homes, once mounted");
   out << YAML::EndMap;
 
   out << YAML::Key << "log" << YAML::Value << YAML::BeginMap;

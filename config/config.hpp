@@ -74,6 +74,10 @@ struct ControlSettings {
 struct MountSettings {
   std::string store;
   std::string point;
+  // Run as root, the daemon moves into a private mount namespace once it has
+  // mounted: read-only but for the store, no /tmp or home directories
+  // (fs/confinement.hpp).
+  bool confine = true;
 };
 
 struct LogSettings {

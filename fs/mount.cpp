@@ -34,6 +34,7 @@
 #include <thread>
 
 #include "control/channel.hpp"
+#include "fs/confinement.hpp"
 #include "fs/control_service.hpp"
 #include "fs/credentials.hpp"
 #include "fs/daemonize.hpp"
@@ -153,6 +154,24 @@ std::string service_status(index::Index& index, quota::QuotaManager& quota) {
   return text;
 }
 
+// Confines the daemon once it has mounted (confinement.hpp). Only root can
+// and needs to; a failure leaves the daemon unconfined, with a warning that
+// says why and how to silence it.
+std::optional<Confinement> confine(const MountRequest& request) {
+  if (!request.config.mount.confine || geteuid() != 0) return std::nullopt;
+  ConfinementPlan plan{request.store, request.mountpoint, {}};
+  if (!request.config_file.empty()) plan.keep_visible.push_back(request.config_file);
+  try {
+    Confinement confinement = Confinement::enter(plan);
+    spdlog::info("confined: a private mount namespace, read-only but for {}; hidden: {}", request.store.string(),
+                 confinement.hidden());
+    return confinement;
+  } catch (const ConfinementError& e) {
+    spdlog::warn("running unconfined: {} (mount.confine: false turns confinement off)", e.what());
+    return std::nullopt;
+  }
+}
+
 int run_mount(const MountRequest& request) {
   const config::Config& config = request.config;
   log_to_stderr(config.log.level);
@@ -269,8 +288,10 @@ int run_mount(const MountRequest& request) {
                       " failed (see the fuse message above; is /dev/fuse available, and for allow_other as "
                       "non-root, is user_allow_other set in /etc/fuse.conf?)");
     }
-    notifier.set_session(session);
     store.record_owner(request.mountpoint);
+    // Still one thread: the notifier's starts with its session.
+    std::optional<Confinement> confinement = confine(request);
+    notifier.set_session(session);
     if (background) {
       log_to_syslog();
       background->ready();
@@ -336,6 +357,15 @@ int run_mount(const MountRequest& request) {
       control_server.reset();
       quota.stop();
       notifier.stop();
+      // Stopped by a signal: the host's mount goes too. Unmounted from
+      // outside (rc 0): it is gone already, and the mountpoint may already
+      // hold a new mount that must not be touched.
+      const bool signalled = rc == SIGTERM || rc == SIGINT;
+      std::string why;
+      if (confinement && signalled && !confinement->unmount_host(why)) {
+        spdlog::warn("could not unmount {}: {}; `fusermount3 -u {}` does", request.mountpoint.string(), why,
+                     request.mountpoint.string());
+      }
       fuse_session_unmount(session);
     }
     trash.stop();

@@ -21,6 +21,7 @@ struct MountRequest {
   bool rebuild_index = false;             // move the index aside and rebuild it from the data tree
   // Re-reads the configuration (SIGHUP). Throws config::ConfigError on a bad file.
   std::function<config::Config()> reload;
+  std::filesystem::path config_file;  // the file `reload` reads, if any (kept visible when confined)
 };
 
 // Returns the process exit status. Problems the user can fix are reported

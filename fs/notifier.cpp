@@ -9,13 +9,19 @@
 
 namespace artifactfs::fs {
 
-Notifier::Notifier() : worker_([this] { run(); }) { pthread_setname_np(worker_.native_handle(), "afs-notify"); }
+Notifier::Notifier() = default;
 
 Notifier::~Notifier() { stop(); }
 
 void Notifier::set_session(fuse_session* session) {
   std::lock_guard lock(mutex_);
   session_ = session;
+  // Started only now: the daemon stays single-threaded until it has mounted
+  // (and confined itself, confinement.hpp).
+  if (!worker_.joinable() && !stopping_) {
+    worker_ = std::thread([this] { run(); });
+    pthread_setname_np(worker_.native_handle(), "afs-notify");
+  }
 }
 
 void Notifier::entry_gone(std::uint64_t parent_node, const std::string& name) {

@@ -36,7 +36,8 @@ class Notifier {
   Notifier(const Notifier&) = delete;
   Notifier& operator=(const Notifier&) = delete;
 
-  // Until a session is set, notifications are dropped (nothing is cached yet).
+  // Until a session is set, notifications are dropped (nothing is cached yet)
+  // and no thread runs.
   void set_session(fuse_session* session);
   void entry_gone(std::uint64_t parent_node, const std::string& name);
   void attributes_changed(std::uint64_t node);
