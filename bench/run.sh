@@ -85,7 +85,8 @@ if [[ -n $BASELINE ]]; then
   TARGETS+=" baseline-t4"
 fi
 for t in $TARGETS; do
-  [[ " $ALL_TARGETS baseline-t4 " == *" $t "* ]] || { echo "run.sh: unknown target $t; choose from: $ALL_TARGETS" >&2; exit 2; }
+  # Beside the list: artifactfs with any number of threads (artifactfs-tN).
+  [[ " $ALL_TARGETS baseline-t4 " == *" $t "* || $t =~ ^artifactfs-t[1-9][0-9]*$ ]] || { echo "run.sh: unknown target $t; choose from: $ALL_TARGETS" >&2; exit 2; }
 done
 for w in $WORKLOADS; do
   [[ " $ALL_WORKLOADS " == *" $w "* ]] || { echo "run.sh: unknown workload $w; choose from: $ALL_WORKLOADS" >&2; exit 2; }
