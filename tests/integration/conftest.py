@@ -20,6 +20,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import harness  # noqa: E402
+from ganesha import rpcbind  # noqa: E402,F401 (a fixture, for the NFS tests)
 
 
 @pytest.fixture(scope="session")

@@ -647,6 +647,20 @@ def outcome(fn, *a, **kw):
         return ("err", errno.errorcode.get(e.errno, str(e.errno)))
 
 
+def run_threads_for(threads: list[threading.Thread], seconds: float, stop: threading.Event) -> None:
+    """Starts `threads`, lets them work for `seconds`, then sets `stop` and
+    joins them (also when interrupted); fails if one of them hangs."""
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(seconds)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+    assert not any(t.is_alive() for t in threads), "worker threads hung"
+
+
 def wait_until(pred, timeout: float, interval: float = 0.02, what: str = "condition"):
     deadline = time.monotonic() + timeout
     last = None

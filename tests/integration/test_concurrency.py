@@ -88,15 +88,7 @@ def test_writes_racing_renames_unlinks_and_links(mount_factory):
 
     threads = [threading.Thread(target=writer, args=(s,)) for s in range(3)]
     threads += [threading.Thread(target=mover), threading.Thread(target=remover)]
-    for t in threads:
-        t.start()
-    try:
-        time.sleep(8)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(60)
-    assert not any(t.is_alive() for t in threads), "worker threads hung"
+    harness.run_threads_for(threads, 8, stop)
     assert not errors, "unexpected errors:\n  " + "\n  ".join(errors[:20])
     harness.assert_accounting(m, depth=1)
     # The same numbers from the index after a clean remount.

@@ -209,15 +209,7 @@ def test_usage_stays_near_the_limit_under_a_write_storm(mount_factory, writers):
     threads += [threading.Thread(target=reader, args=(s,)) for s in range(2)]
     threads += [threading.Thread(target=holder, args=(k,)) for k in held]
     threads += [threading.Thread(target=sampler)]
-    for t in threads:
-        t.start()
-    try:
-        time.sleep(15)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(60)
-    assert not any(t.is_alive() for t in threads), "worker threads hung"
+    harness.run_threads_for(threads, 15, stop)
 
     status = {n: root_int(m, n) for n in ("stats.evictions", "quota.writes_waited", "quota.writes_over_limit",
                                             "quota.writes_refused", "quota.peak_overshoot_bytes",
@@ -339,19 +331,13 @@ def test_no_survivor_was_used_before_an_evicted_artifact(mount_factory):
             time.sleep(rnd.random() * 0.02)
 
     threads = [threading.Thread(target=publisher)] + [threading.Thread(target=reader, args=(s,)) for s in range(2)]
-    for t in threads:
-        t.start()
     try:
-        time.sleep(60)
+        harness.run_threads_for(threads, 60, stop)
     finally:
-        stop.set()
-        for t in threads:
-            t.join(60)
         try:
             present = set(os.listdir(m.mnt))
         finally:
             os.close(held_fd)
-    assert not any(t.is_alive() for t in threads), "worker threads hung"
     assert not problems.items, "\n  ".join(problems.items)
 
     assert {"pinned", "held"} <= present

@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
 import harness
+from ganesha import FSAL_VFS_PATHS, Ganesha
 from harness import check, wait_until
 
 KiB = 1024
@@ -192,130 +189,6 @@ def test_default_atime_precision_opens_cost_no_getattr(mount_factory):
 # --------------------------------------------------------------------------
 # NFSv3 and NFSv4 through nfs-ganesha with its default settings
 
-FSAL_VFS_PATHS = ("/usr/lib/x86_64-linux-gnu/ganesha/libfsalvfs.so",
-                  "/usr/lib/aarch64-linux-gnu/ganesha/libfsalvfs.so",
-                  "/usr/lib/ganesha/libfsalvfs.so", "/usr/lib64/ganesha/libfsalvfs.so")
-PSEUDO = "/cache"
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _rpcbind_answers() -> bool:
-    return subprocess.run(["rpcinfo", "-p", "127.0.0.1"], capture_output=True, timeout=10).returncode == 0
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
-
-
-@pytest.fixture
-def rpcbind():
-    """The portmapper ganesha registers NFSv3 with: the one running, or one
-    started here (in the foreground, stopped by pid afterwards)."""
-    for tool in ("rpcbind", "rpcinfo"):
-        if not shutil.which(tool):
-            pytest.skip(f"{tool} not installed (package rpcbind)")
-    if _rpcbind_answers():
-        yield
-        return
-    proc = subprocess.Popen(["rpcbind", "-f"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        wait_until(lambda: _rpcbind_answers() or proc.poll() is not None, 10.0, 0.1, what="rpcbind to answer")
-        if not _rpcbind_answers():
-            raise AssertionError(f"rpcbind -f exited with {proc.poll()}: {proc.stderr.read().decode(errors='replace')}")
-        yield
-    finally:
-        _stop(proc)
-
-
-class Ganesha:
-    """ganesha.nfsd -F serving NFSv3 and NFSv4 of `export` with nothing but
-    what a minimal export needs (where and how to listen, who may read):
-    attribute, handle and descriptor caching at ganesha's defaults."""
-
-    def __init__(self, d: Path, export: Path):
-        self.dir = d
-        d.mkdir(parents=True, exist_ok=True)
-        (d / "recovery").mkdir(exist_ok=True)
-        self.export = export
-        self.nfs_port, self.mnt_port = _free_port(), _free_port()
-        self.log = d / "ganesha.log"
-        self.conf = d / "ganesha.conf"
-        self.conf.write_text(f"""\
-NFS_CORE_PARAM {{
-    Protocols = 3, 4;
-    NFS_Port = {self.nfs_port};
-    MNT_Port = {self.mnt_port};
-    Bind_addr = 127.0.0.1;
-    Enable_NLM = false;
-    Enable_RQUOTA = false;
-    Enable_UDP = false;
-}}
-NFSv4 {{
-    Graceless = true;
-    RecoveryBackend = fs;
-    RecoveryRoot = "{d / 'recovery'}";
-}}
-EXPORT {{
-    Export_Id = 1;
-    Path = "{export}";
-    Pseudo = "{PSEUDO}";
-    Access_Type = RW;
-    Squash = No_Root_Squash;
-    Protocols = 3, 4;
-    FSAL {{
-        Name = VFS;
-    }}
-}}
-""")
-        self.proc: subprocess.Popen | None = None
-
-    def log_text(self, tail: int = 40) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-tail:])
-        except FileNotFoundError:
-            return "(no log)"
-
-    def start(self) -> None:
-        with open(self.dir / "ganesha.out", "wb") as out:
-            self.proc = subprocess.Popen(["ganesha.nfsd", "-F", "-f", str(self.conf), "-L", str(self.log),
-                                          "-p", str(self.dir / "ganesha.pid"), "-N", "NIV_EVENT"],
-                                         stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
-
-        def serving():
-            if self.proc.poll() is not None:
-                raise AssertionError(f"ganesha.nfsd exited with {self.proc.returncode}:\n{self.log_text()}")
-            return self.log.exists() and "NFS SERVER INITIALIZED" in self.log.read_text(errors="replace")
-
-        wait_until(serving, 30.0, 0.1, what="ganesha to serve")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            _stop(self.proc)
-            self.proc = None
-
-    def cat(self, rel: str, version: int) -> bytes:
-        if version == 3:
-            url = f"nfs://127.0.0.1{self.export}/{rel}?version=3&nfsport={self.nfs_port}&mountport={self.mnt_port}"
-        else:
-            url = f"nfs://127.0.0.1{PSEUDO}/{rel}?version=4&nfsport={self.nfs_port}"
-        r = subprocess.run(["nfs-cat", url], capture_output=True, timeout=60)
-        assert r.returncode == 0, f"nfs-cat {url}: {r.stderr.decode(errors='replace')}\n{self.log_text(20)}"
-        return r.stdout
-
-
 @pytest.fixture
 def ganesha(rpcbind, mount_factory, base):
     missing = [t for t in ("ganesha.nfsd", "nfs-cat") if not shutil.which(t)]
@@ -324,7 +197,8 @@ def ganesha(rpcbind, mount_factory, base):
     if not any(os.path.exists(p) for p in FSAL_VFS_PATHS):
         pytest.skip("FSAL VFS of nfs-ganesha not installed (package nfs-ganesha-vfs)")
     m = mount_factory("m")  # every setting at its default: a flush interval of 1 s
-    g = Ganesha(base / "ganesha", m.mnt)
+    # ganesha's own caching settings, untuned: what a default export does.
+    g = Ganesha(base / "ganesha", m.mnt, protocols=(3, 4), revalidate=False)
     try:
         yield m, g
     finally:
