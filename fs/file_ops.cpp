@@ -9,7 +9,6 @@
 
 #include <cerrno>
 #include <climits>
-#include <cstdio>
 #include <cstring>
 #include <memory>
 
@@ -46,14 +45,6 @@ void Filesystem::note_read(HandleUse& use, const Lease& lease) {
 
 namespace {
 
-// Opens the inode behind an O_PATH descriptor again with `flags`. The
-// descriptor names the inode itself, so nothing is resolved by name.
-int reopen(int path_fd, int flags) {
-  char path[32];
-  std::snprintf(path, sizeof path, "/proc/self/fd/%d", path_fd);
-  return ::open(path, flags | O_CLOEXEC);
-}
-
 // The CREATE of a name that exists (the kernel sends CREATE for a name it
 // holds no entry for, without O_EXCL): opens it only if it is a regular
 // file, without following a symlink. Runs with the caller's credentials.
@@ -66,7 +57,7 @@ int open_existing_file(int parent_fd, const char* name, int flags) {
   else if (S_ISLNK(st.st_mode)) err = ELOOP;
   else if (S_ISDIR(st.st_mode)) err = EISDIR;
   else if (!S_ISREG(st.st_mode)) err = EEXIST;
-  int fd = err ? -1 : reopen(path_fd, flags);
+  int fd = err ? -1 : reopen_inode(path_fd, flags);
   if (fd < 0 && !err) err = errno;
   close(path_fd);
   errno = err;
@@ -100,12 +91,12 @@ int Filesystem::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     // Truncation changes data: the backing filesystem checks the caller too.
     AsCaller as(req);
     if (as.error()) return as.error();
-    fd = reopen(held.fd, flags);
+    fd = reopen_inode(held.fd, flags);
   } else if (shares_read_description(flags)) {
     // The kernel checked the caller's access (default_permissions).
     fd = inodes_.open_for_reading(inode, held.pinned);
   } else {
-    fd = reopen(held.fd, flags);  // the kernel checked the caller's access (default_permissions)
+    fd = reopen_inode(held.fd, flags);  // the kernel checked the caller's access (default_permissions)
   }
   if (fd < 0) return errno;
 

@@ -90,6 +90,10 @@ struct BackingHandle {
 BackingHandle handle_of(int fd);
 // As stored in the node table (type, then bytes), and back.
 std::string encode_handle(const BackingHandle& handle);
+// Opens the inode behind the O_PATH descriptor `path_fd` again with `flags`
+// (through /proc/self/fd): the descriptor names the inode itself, so
+// nothing is resolved by name and no symlink can be followed.
+int reopen_inode(int path_fd, int flags);
 // The FUSE generation of an inode: the backing inode's generation where the
 // handle carries it (ext4, tmpfs, xfs: type FILEID_INO32_GEN), else a hash
 // of the handle. A reused inode number has another generation, so the

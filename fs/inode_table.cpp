@@ -52,6 +52,12 @@ std::uint64_t generation_of(const BackingHandle& handle) {
   return hash;
 }
 
+int reopen_inode(int path_fd, int flags) {
+  char path[32];
+  std::snprintf(path, sizeof path, "/proc/self/fd/%d", path_fd);
+  return ::open(path, flags | O_CLOEXEC);
+}
+
 namespace {
 
 int open_by_backing_handle(int mount_fd, const BackingHandle& handle) {
@@ -150,11 +156,7 @@ int InodeTable::open_for_reading(const InodePtr& inode, const NodeFd& pinned) {
     std::lock_guard lock(inode->mutex);
     if (inode->read_fd >= 0) return fcntl(inode->read_fd, F_DUPFD_CLOEXEC, 0);
   }
-  // Reopening the O_PATH descriptor names the inode itself: nothing is
-  // resolved by name, no symlink can be followed.
-  char path[32];
-  std::snprintf(path, sizeof path, "/proc/self/fd/%d", pinned.get());
-  int fresh = ::open(path, O_RDONLY | O_CLOEXEC);
+  int fresh = reopen_inode(pinned.get(), O_RDONLY);
   if (fresh < 0) return -1;
   int out;
   {
