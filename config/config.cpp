@@ -162,6 +162,15 @@ std::vector<std::string> suffix_list(const YAML::Node& node) {
                       });
 }
 
+IoUring io_uring_mode(const YAML::Node& node) {
+  const std::string expected = "auto, on or off";
+  const std::string text = scalar_text(node, expected);
+  if (text == "auto") return IoUring::automatic;
+  if (text == "on") return IoUring::on;
+  if (text == "off") return IoUring::off;
+  throw std::invalid_argument("unknown io-uring mode '" + text + "' (expected " + expected + ")");
+}
+
 std::string log_level(const YAML::Node& node) {
   static const std::vector<std::string> levels = {"trace", "debug", "info", "warn", "error"};
   const std::string expected = "one of trace, debug, info, warn, error";
@@ -225,6 +234,7 @@ const std::vector<KnownKey>& known_keys() {
       {"fuse.allow-other", [](Config& c, const YAML::Node& v) { c.fuse.allow_other = boolean(v); }},
       {"fuse.max-open-nodes",
        [](Config& c, const YAML::Node& v) { c.fuse.max_open_nodes = int_in_range(v, 64, 1 << 24); }},
+      {"fuse.io-uring", [](Config& c, const YAML::Node& v) { c.fuse.io_uring = io_uring_mode(v); }},
       {"quota.max-size",
        [](Config& c, const YAML::Node& v) {
          const std::string expected = "a size such as 100G, a percentage such as 80%, or 'unlimited'";
@@ -535,6 +545,9 @@ std::string to_yaml(const Config& config) {
   out << YAML::Key << "allow-other" << YAML::Value << config.fuse.allow_other;
   out << YAML::Key << "max-open-nodes" << YAML::Value << config.fuse.max_open_nodes
       << YAML::Comment("64..16777216; at most half the descriptor limit is used");
+  out << YAML::Key << "io-uring" << YAML::Value
+      << (config.fuse.io_uring == IoUring::on ? "on" : config.fuse.io_uring == IoUring::off ? "off" : "auto")
+      << YAML::Comment("auto | on | off: requests through io_uring when the kernel offers it");
   out << YAML::EndMap;
 
   // to_chars gives the shortest text that reads back as the same double;

@@ -42,12 +42,17 @@ struct IndexSettings {
   std::chrono::milliseconds atime_precision{std::chrono::seconds(60)};
 };
 
+// Whether requests come through io_uring rather than /dev/fuse
+// (fs/uring_transport.hpp): auto when the kernel offers it.
+enum class IoUring { off, automatic, on };
+
 struct FuseSettings {
   int threads = 4;                          // 1: single-threaded loop; N > 1: multi-threaded, up to N workers
   std::chrono::milliseconds entry_timeout{std::chrono::hours(1)};
   std::chrono::milliseconds attr_timeout{std::chrono::hours(1)};
   bool allow_other = true;                  // every user (and NFS export) can read the cache
   int max_open_nodes = 16384;               // backing descriptors of inodes kept open (at most half the process limit)
+  IoUring io_uring = IoUring::automatic;
 };
 
 struct QuotaSettings {

@@ -60,7 +60,7 @@ void Filesystem::init(fuse_conn_info* conn) {
   // process using this mount: the backing files have no other users.
   conn->want &= ~(FUSE_CAP_POSIX_LOCKS | FUSE_CAP_FLOCK_LOCKS);
   // Artifacts are written once and read many times: large requests.
-  conn->max_write = 1u << 20;
+  conn->max_write = kMaxWrite;
   conn->max_readahead = 1u << 20;
   conn->max_background = 64;
 }

@@ -8,4 +8,7 @@ namespace artifactfs::fs {
 
 const fuse_lowlevel_ops& operations();
 
+// The largest WRITE the connection asks for (Filesystem::init).
+inline constexpr unsigned kMaxWrite = 1u << 20;
+
 }  // namespace artifactfs::fs

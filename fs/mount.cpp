@@ -47,6 +47,7 @@
 #include "fs/recover_changed.hpp"
 #include "fs/store.hpp"
 #include "fs/trash.hpp"
+#include "fs/uring_transport.hpp"
 #include "index/index.hpp"
 #include "index/node_table.hpp"
 #include "quota/quota_manager.hpp"
@@ -275,6 +276,12 @@ int run_mount(const MountRequest& request) {
     // From here on the daemon creates nothing with its own umask: every new
     // entry is made with the caller's credentials and mode (credentials.hpp).
     init_credentials();
+    bool use_uring;
+    try {
+      use_uring = UringTransport::wanted(config.fuse.io_uring);
+    } catch (const std::runtime_error& e) {
+      throw UserError(e.what());
+    }
     std::string opts = fuse_option_string(request);
     const char* argv[] = {"artifactfs", "-o", opts.c_str()};
     fuse_args args = FUSE_ARGS_INIT(3, const_cast<char**>(argv));
@@ -289,6 +296,9 @@ int run_mount(const MountRequest& request) {
                       "non-root, is user_allow_other set in /etc/fuse.conf?)");
     }
     store.record_owner(request.mountpoint);
+    // Hooks only: its threads start once the kernel has accepted FUSE_INIT.
+    std::optional<UringTransport> uring;
+    if (use_uring) uring.emplace(session, config.fuse.threads, kMaxWrite);
     // Still one thread: the notifier's starts with its session.
     std::optional<Confinement> confinement = confine(request);
     notifier.set_session(session);
@@ -367,6 +377,7 @@ int run_mount(const MountRequest& request) {
                      request.mountpoint.string());
       }
       fuse_session_unmount(session);
+      if (uring) uring->stop();  // its rings end with the mount
     }
     trash.stop();
     fuse_remove_signal_handlers(session);
