@@ -61,6 +61,7 @@ TARGET_LABELS = {
     "artifactfs-t2": "artifactfs, 2 threads",
     "artifactfs-t4": "artifactfs (default: 4 threads)",
     "artifactfs-t4-norecord": "artifactfs, recording off",
+    "artifactfs-t4-devfuse": "artifactfs through /dev/fuse (fuse.io-uring: off)",
     "passthrough_hp-single": "passthrough_hp, 1 thread",
     "passthrough_hp": "passthrough_hp",
     "bindfs": "bindfs",

@@ -24,10 +24,10 @@ END = "<!-- END bench/readme.py -->"
 HEADLINE = ["open_cold", "open_warm", "open_warm_j4", "mixed2", "mixed2_p99_us", "stat_cold", "stat_warm",
             "seq_cold", "seq_warm", "readdir_cold", "readdir_warm", "tar_extract_s", "cp_out_s",
             "ccache_rebuild_s", "delete_trees_s"]
-COLUMNS = ["native", "floor-t1", "artifactfs-t4", "artifactfs-t1", "passthrough_hp"]
+COLUMNS = ["native", "floor-t1", "artifactfs-t4", "artifactfs-t4-devfuse", "artifactfs-t1", "passthrough_hp"]
 COLUMN_TITLES = {"native": "native directory", "floor-t1": "FUSE floor (1 thread)",
                  "artifactfs-t4": "artifactfs (default, 4 threads)", "artifactfs-t1": "artifactfs (1 thread)",
-                 "passthrough_hp": "passthrough_hp"}
+                 "artifactfs-t4-devfuse": "artifactfs through /dev/fuse", "passthrough_hp": "passthrough_hp"}
 
 
 def newest(results: Path, pattern: str, accept) -> Path | None:

@@ -25,6 +25,7 @@ FILE_TABLES = [
 COMPARISONS = [
     ("artifactfs-t4", "native"), ("artifactfs-t4", "floor-t1"), ("artifactfs-t4", "floor-t4"),
     ("artifactfs-t4", "passthrough_hp"), ("artifactfs-t4", "artifactfs-t4-norecord"),
+    ("artifactfs-t4", "artifactfs-t4-devfuse"),
     ("artifactfs-t1", "floor-t1"), ("artifactfs-t1", "passthrough_hp-single"),
     ("artifactfs-t4", "baseline-t4"), ("artifactfs-t4", "bindfs"), ("artifactfs-t4", "mergerfs"), ("floor-t1", "native"),
 ]

@@ -19,7 +19,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
 ORIG_ARGS="$*"
 
-ALL_TARGETS="native floor-t1 floor-t4 artifactfs-t1 artifactfs-t4 artifactfs-t4-norecord passthrough_hp-single passthrough_hp bindfs mergerfs"
+ALL_TARGETS="native floor-t1 floor-t4 artifactfs-t1 artifactfs-t4 artifactfs-t4-norecord artifactfs-t4-devfuse passthrough_hp-single passthrough_hp bindfs mergerfs"
 ALL_WORKLOADS="files tree ccache eviction profile"
 TARGETS=$ALL_TARGETS
 WORKLOADS=$ALL_WORKLOADS
@@ -55,6 +55,11 @@ usage() {
                      the same rounds: the A/B check that a change did not slow the hot path
   --workdir DIR      scratch directory (default: a new directory under /var/tmp; it must be on
                      the disk to be measured)
+
+The run turns the kernel's FUSE over io_uring on (/sys/module/fuse/parameters/enable_uring,
+restored at the end), so artifactfs's default (fuse.io-uring: auto) serves requests on per-CPU
+rings; target artifactfs-t4-devfuse is the same daemon through /dev/fuse. The peers' libfuse
+3.14 does not speak io_uring and is unaffected.
 EOF
 }
 
@@ -185,10 +190,19 @@ cleanup() {
     rm -rf "$WORKDIR"
   fi
   [[ -d $WORKDIR ]] && echo "run.sh: scratch data and logs kept in $WORKDIR" >&2
+  [[ -n $URING_BEFORE ]] && echo "$URING_BEFORE" > "$ENABLE_URING"
   exit $rc
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+# The kernel's FUSE over io_uring, on for the run (see --help).
+ENABLE_URING=/sys/module/fuse/parameters/enable_uring
+URING_BEFORE=""
+if [[ -w $ENABLE_URING ]]; then
+  URING_BEFORE=$(cat "$ENABLE_URING")
+  echo Y > "$ENABLE_URING"
+fi
 
 log() { printf '%s %s\n' "$(date +%T)" "$*" >&2; }
 drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
@@ -264,17 +278,20 @@ start_daemon() {
   return 1
 }
 
-# The artifactfs command of a target name: artifactfs-tN[-norecord] or
-# baseline-tN (the --baseline binary, same settings).
+# The artifactfs command of a target name: artifactfs-tN[-norecord|-devfuse]
+# or baseline-tN (the --baseline binary, same settings).
+# -devfuse: requests through /dev/fuse, not the kernel's io_uring rings.
 # -norecord: layout.depth 3, deeper than any file of the data set, so no
 # file belongs to an artifact: opens take the same path but record no use
 # and hold no artifact (the cost of LRU is the difference).
 artifactfs_command() {
-  local t=$1 threads depth=1 binary=$ARTIFACTFS
+  local t=$1 threads depth=1 binary=$ARTIFACTFS transport=auto
   [[ $t == baseline-* ]] && binary=$BASELINE
   threads=${t#*-t}; threads=${threads%%-*}
   [[ $t == *-norecord ]] && depth=3
-  echo "$binary" mount "$STORE" "$MNT" -f --set "fuse.threads=$threads" --set "layout.depth=$depth" --set quota.min-age=0s
+  [[ $t == *-devfuse ]] && transport=off
+  echo "$binary" mount "$STORE" "$MNT" -f --set "fuse.threads=$threads" --set "layout.depth=$depth" --set quota.min-age=0s \
+    --set "fuse.io-uring=$transport"
 }
 
 # Mounts TARGET over $DATA at $MNT and sets ROOT, the directory to measure.

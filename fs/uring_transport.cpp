@@ -163,6 +163,9 @@ struct UringTransport::Impl {
   std::vector<std::thread> workers;
 
   static thread_local Entry* serving;  // the entry whose request this thread serves
+  static thread_local bool ring_thread;  // this thread owns a ring (it submits before it waits)
+  // Set once the queues are built: replies made before look at no entry.
+  std::atomic<bool> rings_built{false};
 
   Impl(fuse_session* s, int workers_, std::size_t max_write)
       : session(s), fuse_fd(fuse_session_fd(s)), worker_count(workers_) {
@@ -232,6 +235,7 @@ struct UringTransport::Impl {
   Entry* entry_for(std::uint64_t unique) {
     if (unique == 0) return nullptr;  // a notification: /dev/fuse only
     if (serving && serving->unique.load(std::memory_order_relaxed) == unique) return serving;
+    if (!rings_built.load(std::memory_order_acquire)) return nullptr;
     for (auto& queue : queues) {
       for (auto& entry : queue->entries) {
         if (entry->unique.load(std::memory_order_acquire) == unique) return entry.get();
@@ -269,6 +273,7 @@ struct UringTransport::Impl {
       }
       queues.push_back(std::move(queue));
     }
+    rings_built.store(true, std::memory_order_release);
     for (int i = 0; i < worker_count; ++i) workers.emplace_back([this] { work(); });
     for (auto& queue : queues) {
       Queue* q = queue.get();
@@ -332,9 +337,10 @@ struct UringTransport::Impl {
     }
     entry.header->ring_ent_in_out.payload_sz = static_cast<std::uint32_t>(payload);
     const std::uint64_t commit_id = entry.commit_id;
-    const bool ring_thread = serving == &entry && std::this_thread::get_id() == entry.queue->thread.get_id();
+    // The ring's own thread submits before it waits again; anyone else now.
+    const bool submit_now = !(ring_thread && serving == &entry);
     entry.unique.store(0, std::memory_order_release);
-    if (!queue_command(entry, kCmdCommitAndFetch, commit_id, !ring_thread)) {
+    if (!queue_command(entry, kCmdCommitAndFetch, commit_id, submit_now)) {
       errno = EIO;
       return -1;
     }
@@ -342,6 +348,7 @@ struct UringTransport::Impl {
   }
 
   void serve(Queue& q) {
+    ring_thread = true;
     pthread_setname_np(pthread_self(), ("afs-ring-" + std::to_string(q.qid)).c_str());
     cpu_set_t cpu;
     CPU_ZERO(&cpu);
@@ -488,6 +495,7 @@ struct UringTransport::Impl {
 };
 
 thread_local UringTransport::Impl::Entry* UringTransport::Impl::serving = nullptr;
+thread_local bool UringTransport::Impl::ring_thread = false;
 
 namespace {
 
@@ -503,16 +511,39 @@ ssize_t hook_writev(int fd, iovec* iov, int count, void*) {
 
 }  // namespace
 
+// Whether this process may make a ring of the kind the transport needs: a
+// seccomp filter (systemd's SystemCallFilter=) or kernel.io_uring_disabled
+// can forbid it.
+std::string ring_refused() {
+  io_uring ring{};
+  io_uring_params params{};
+  params.flags = IORING_SETUP_SQE128;
+  if (int rc = io_uring_queue_init_params(2, &ring, &params); rc != 0) return std::strerror(-rc);
+  io_uring_queue_exit(&ring);
+  return {};
+}
+
 bool UringTransport::wanted(config::IoUring mode) {
   if (mode == config::IoUring::off) return false;
-  if (kernel_enabled()) return true;
-  if (mode == config::IoUring::on) {
-    throw std::runtime_error(std::string("fuse.io-uring is on, but the kernel's FUSE over io_uring is ") +
-                             (access(kEnableParameter, F_OK) == 0 ? "disabled" : "missing (it needs Linux 6.14 or later)") +
-                             ": enable it with `echo Y > " + kEnableParameter +
-                             "` (or boot with fuse.enable_uring=1), or set fuse.io-uring: auto");
+  if (!kernel_enabled()) {
+    if (mode == config::IoUring::on) {
+      throw std::runtime_error(
+          std::string("fuse.io-uring is on, but the kernel's FUSE over io_uring is ") +
+          (access(kEnableParameter, F_OK) == 0 ? "disabled" : "missing (it needs Linux 6.14 or later)") +
+          ": enable it with `echo Y > " + kEnableParameter +
+          "` (or boot with fuse.enable_uring=1), or set fuse.io-uring: auto");
+    }
+    return false;
   }
-  return false;
+  if (std::string why = ring_refused(); !why.empty()) {
+    const std::string what = "this process cannot create an io_uring (" + why +
+                             "; a seccomp filter such as systemd's SystemCallFilter= must allow io_uring_setup, "
+                             "io_uring_enter and io_uring_register, and sysctl kernel.io_uring_disabled must be 0)";
+    if (mode == config::IoUring::on) throw std::runtime_error("fuse.io-uring is on, but " + what);
+    spdlog::warn("requests come through /dev/fuse: {}", what);
+    return false;
+  }
+  return true;
 }
 
 UringTransport::UringTransport(fuse_session* session, int workers, std::size_t max_write)

@@ -22,6 +22,7 @@ kv OS "$(. /etc/os-release; echo "$PRETTY_NAME")"
 kv "backing filesystem" "$(findmnt -n -o FSTYPE,SOURCE,OPTIONS --target "$workdir" | head -1 | tr -s ' ')"
 kv "load average" "$(cut -d' ' -f1-3 /proc/loadavg) (other work competes for the CPUs and the disk)"
 kv libfuse "$(pkg-config --modversion fuse3 2>/dev/null || echo '?') (libfuse3-3 $(pkg libfuse3-3))"
+kv "kernel FUSE over io_uring (fuse enable_uring)" "$(cat /sys/module/fuse/parameters/enable_uring 2>/dev/null || echo 'not in this kernel')"
 kv "bindfs, mergerfs, ccache" "$(pkg bindfs), $(pkg mergerfs), $(pkg ccache)"
 if [[ -n $binary ]]; then
   build_type=$(grep -m1 '^CMAKE_BUILD_TYPE' "$(dirname "$(dirname "$binary")")/CMakeCache.txt" 2>/dev/null | cut -d= -f2)

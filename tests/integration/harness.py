@@ -291,6 +291,20 @@ class Mount:
         self.proc.wait()
         self._reaped(self.proc.returncode)
         self.proc = None
+        # With requests on io_uring rings the kernel learns of the death a
+        # moment after the process is gone (a kernel worker tears the rings
+        # down); a request made in that moment fails with ECONNABORTED. Wait
+        # for the settled state: the dead mount answers ENOTCONN.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and fuse_mounts_at(os.path.realpath(self.mnt)):
+            try:
+                os.statvfs(self.mnt)
+            except OSError as e:
+                if e.errno == errno.ENOTCONN:
+                    return
+            time.sleep(0.01)
+        if fuse_mounts_at(os.path.realpath(self.mnt)):
+            raise AssertionError(f"{self.mnt} does not answer ENOTCONN 10 s after its daemon was killed")
 
     def close(self) -> None:
         try:

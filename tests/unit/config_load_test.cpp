@@ -244,13 +244,16 @@ TEST_CASE("quota values are checked against their own rules", "[config][load]") 
   CHECK_THAT(problems_of(std::nullopt, {"index.flush-interval=2h"}).at(0), Catch::Contains("out of range"));
   CHECK_THAT(problems_of(std::nullopt, {"log.level=verbose"}).at(0), Catch::Contains("trace, debug, info, warn, error"));
   CHECK(load(std::nullopt, {"fuse.allow-other=false"}).fuse.allow_other == false);
+  CHECK_THAT(problems_of(std::nullopt, {"fuse.io-uring=yes"}).at(0), Catch::Contains("auto, on or off"));
+  CHECK(load(std::nullopt, {}).fuse.io_uring == IoUring::automatic);
+  CHECK(load(std::nullopt, {"fuse.io-uring=off"}).fuse.io_uring == IoUring::off);
 }
 
 TEST_CASE("to_yaml round-trips through load", "[config][load]") {
   TempDir dir;
   const Config original = load(std::nullopt, {"layout.depth=3", "layout.keep=[stats, '*.lock', CACHEDIR.TAG, '#odd: name']",
                                               "index.flush-interval=1500ms", "fuse.threads=4", "fuse.entry-timeout=0s",
-                                              "fuse.allow-other=false", "quota.max-size=1.5G", "quota.min-free=12.5%",
+                                              "fuse.allow-other=false", "fuse.io-uring=on", "quota.max-size=1.5G", "quota.min-free=12.5%",
                                               "quota.low-watermark=0.95", "quota.min-age=2d", "log.level=warn"});
   const std::string text = to_yaml(original);
   const Config reloaded = load(dir.write("effective.yaml", text));
@@ -261,6 +264,7 @@ TEST_CASE("to_yaml round-trips through load", "[config][load]") {
   CHECK(reloaded.fuse.threads == 4);
   CHECK(reloaded.fuse.entry_timeout == 0ms);
   CHECK_FALSE(reloaded.fuse.allow_other);
+  CHECK(reloaded.fuse.io_uring == IoUring::on);
   CHECK(reloaded.quota.max_size.bytes == 3ULL << 29);
   CHECK(reloaded.quota.min_free.percent == 12.5);
   CHECK(reloaded.quota.low_watermark == 0.95);
