@@ -7,7 +7,9 @@
 // deleter, the Notifier, the quota thread, the control channel's thread
 // (control/channel.hpp), and a signal thread that owns SIGHUP (blocked in
 // every other thread, so configuration reloads never run inside a signal
-// handler) and sends the service manager a STATUS= line now and then.
+// handler) and sends the service manager a STATUS= line now and then; with
+// io_uring, a ring thread per CPU and its workers (uring_transport.hpp),
+// started once the kernel has accepted FUSE_INIT and ended after unmount.
 // Shutdown order is the reverse of start-up: the loop ends (unmount or
 // SIGTERM/SIGINT), then the control channel, the quota thread, the
 // notifier, the flush thread (one last flush), the trash deleter, and

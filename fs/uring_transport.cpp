@@ -134,7 +134,6 @@ struct UringTransport::Impl {
   struct Queue {
     unsigned qid = 0;
     io_uring ring{};
-    bool ring_ready = false;
     std::mutex submit_mutex;  // guards the submission queue
     std::vector<std::unique_ptr<Entry>> entries;
     std::thread thread;
@@ -367,7 +366,6 @@ struct UringTransport::Impl {
     }
     {
       std::lock_guard lock(q.submit_mutex);
-      q.ring_ready = true;
       io_uring_sqe* sqe = io_uring_get_sqe(&q.ring);
       io_uring_prep_poll_add(sqe, stop_fd, POLLIN);
       io_uring_sqe_set_data(sqe, nullptr);
@@ -414,7 +412,6 @@ struct UringTransport::Impl {
     }
     // Tear the ring down here: its commands were submitted by this thread.
     std::lock_guard lock(q.submit_mutex);
-    q.ring_ready = false;
     io_uring_queue_exit(&q.ring);
   }
 
@@ -426,14 +423,20 @@ struct UringTransport::Impl {
     const RingEntryInOut& ring_in_out = entry.header->ring_ent_in_out;
     const std::size_t payload = ring_in_out.payload_sz;
     const std::size_t op_size = in.len - sizeof in - payload;
+    entry.commit_id = ring_in_out.commit_id;
     if (in.len < sizeof in + payload || op_size > kOpInOutSize || payload > payload_size) {
-      spdlog::error("io_uring: malformed request (opcode {}, length {}, payload {})", in.opcode, in.len, payload);
+      spdlog::error("io_uring: malformed request (opcode {}, length {}, payload {}); answered EIO", in.opcode, in.len,
+                    payload);
+      fuse_out_header out{sizeof(fuse_out_header), -EIO, in.unique};
+      iovec reply{&out, sizeof out};
+      serving = &entry;
+      commit(entry, &reply, 1);
+      serving = nullptr;
       return;
     }
     char* start = entry.payload() - op_size - sizeof in;
     std::memcpy(start, &in, sizeof in);
     std::memcpy(start + sizeof in, entry.header->op_in, op_size);
-    entry.commit_id = ring_in_out.commit_id;
     entry.unique.store(in.unique, std::memory_order_release);
     if (quick(in, entry.header->op_in)) {
       process(entry);
