@@ -134,7 +134,9 @@ struct UringTransport::Impl {
   struct Queue {
     unsigned qid = 0;
     io_uring ring{};
-    std::mutex submit_mutex;  // guards the submission queue
+    int wake_fd = -1;         // eventfd: a worker has a commit for this ring
+    std::mutex mutex;         // guards to_commit
+    std::vector<Entry*> to_commit;  // replies made by workers, committed by the ring's thread
     std::vector<std::unique_ptr<Entry>> entries;
     std::thread thread;
     int live_entries = 0;
@@ -299,11 +301,12 @@ struct UringTransport::Impl {
     std::memcpy(sqe->cmd, &command, sizeof command);
   }
 
-  // Queues a command on the entry's ring; submits it at once unless the
-  // ring's own thread calls (it submits before it waits).
-  bool queue_command(Entry& entry, std::uint32_t cmd, std::uint64_t commit_id, bool submit_now) {
+  // Queues a command on the entry's ring; the ring's thread only (it
+  // submits before it waits). The kernel runs the next request's delivery
+  // in the submitter's context, so a worker submitting would be interrupted
+  // for it: workers hand their commits to the ring's thread instead.
+  bool queue_command(Entry& entry, std::uint32_t cmd, std::uint64_t commit_id) {
     Queue& q = *entry.queue;
-    std::lock_guard lock(q.submit_mutex);
     io_uring_sqe* sqe = io_uring_get_sqe(&q.ring);
     if (!sqe) {
       io_uring_submit(&q.ring);
@@ -311,8 +314,18 @@ struct UringTransport::Impl {
       if (!sqe) return false;
     }
     prepare(sqe, fuse_fd, cmd, entry, commit_id);
-    if (submit_now) io_uring_submit(&q.ring);
     return true;
+  }
+
+  // (ring thread) Wait for the wake eventfd again.
+  void arm_wake(Queue& q) {
+    io_uring_sqe* sqe = io_uring_get_sqe(&q.ring);
+    if (!sqe) {
+      io_uring_submit(&q.ring);
+      sqe = io_uring_get_sqe(&q.ring);
+    }
+    io_uring_prep_poll_add(sqe, q.wake_fd, POLLIN);
+    io_uring_sqe_set_data(sqe, &q);
   }
 
   ssize_t commit(Entry& entry, const iovec* iov, int count) {
@@ -330,18 +343,28 @@ struct UringTransport::Impl {
         spdlog::error("io_uring: a reply of more than {} bytes does not fit its ring entry", payload_size);
         break;
       }
-      std::memcpy(entry.payload() + payload, iov[i].iov_base, iov[i].iov_len);
+      // (a reply made in reply_space() is in place already)
+      if (iov[i].iov_base != entry.payload() + payload) {
+        std::memcpy(entry.payload() + payload, iov[i].iov_base, iov[i].iov_len);
+      }
       payload += iov[i].iov_len;
       total += static_cast<ssize_t>(iov[i].iov_len);
     }
     entry.header->ring_ent_in_out.payload_sz = static_cast<std::uint32_t>(payload);
-    const std::uint64_t commit_id = entry.commit_id;
-    // The ring's own thread submits before it waits again; anyone else now.
-    const bool submit_now = !(ring_thread && serving == &entry);
     entry.unique.store(0, std::memory_order_release);
-    if (!queue_command(entry, kCmdCommitAndFetch, commit_id, submit_now)) {
-      errno = EIO;
-      return -1;
+    Queue& q = *entry.queue;
+    if (ring_thread && serving == &entry) {
+      if (!queue_command(entry, kCmdCommitAndFetch, entry.commit_id)) {
+        errno = EIO;
+        return -1;
+      }
+    } else {
+      {
+        std::lock_guard lock(q.mutex);
+        q.to_commit.push_back(&entry);
+      }
+      std::uint64_t one = 1;
+      (void)!::write(q.wake_fd, &one, sizeof one);
     }
     return total;
   }
@@ -358,49 +381,57 @@ struct UringTransport::Impl {
 
     io_uring_params params{};
     params.flags = IORING_SETUP_SQE128 | IORING_SETUP_CQSIZE;
-    params.cq_entries = 2 * (kQueueDepth + 1);
-    if (int rc = io_uring_queue_init_params(kQueueDepth + 1, &q.ring, &params); rc != 0) {
+    params.cq_entries = 2 * (kQueueDepth + 2);
+    q.wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (int rc = q.wake_fd < 0 ? -errno : io_uring_queue_init_params(kQueueDepth + 2, &q.ring, &params); rc != 0) {
       spdlog::error("io_uring: queue {} cannot be set up: {}; its CPU's requests wait for /dev/fuse", q.qid,
                     std::strerror(-rc));
       return;
     }
-    {
-      std::lock_guard lock(q.submit_mutex);
-      io_uring_sqe* sqe = io_uring_get_sqe(&q.ring);
-      io_uring_prep_poll_add(sqe, stop_fd, POLLIN);
-      io_uring_sqe_set_data(sqe, nullptr);
-    }
-    for (auto& entry : q.entries) queue_command(*entry, kCmdRegister, 0, false);
+    io_uring_sqe* stop_sqe = io_uring_get_sqe(&q.ring);
+    io_uring_prep_poll_add(stop_sqe, stop_fd, POLLIN);
+    io_uring_sqe_set_data(stop_sqe, nullptr);
+    arm_wake(q);
+    for (auto& entry : q.entries) queue_command(*entry, kCmdRegister, 0);
     q.live_entries = static_cast<int>(q.entries.size());
 
     bool stop = false;
     while (!stop && q.live_entries > 0) {
-      {
-        std::lock_guard lock(q.submit_mutex);
-        io_uring_submit(&q.ring);
-      }
-      io_uring_cqe* cqe = nullptr;
-      int rc = io_uring_wait_cqe(&q.ring, &cqe);
+      int rc = io_uring_submit_and_wait(&q.ring, 1);
       if (rc == -EINTR) continue;
       if (rc < 0) {
         spdlog::error("io_uring: queue {} failed: {}", q.qid, std::strerror(-rc));
         break;
       }
+      io_uring_cqe* cqe = nullptr;
       unsigned head;
       unsigned seen = 0;
       io_uring_for_each_cqe(&q.ring, head, cqe) {
         ++seen;
-        auto* entry = static_cast<Entry*>(io_uring_cqe_get_data(cqe));
-        if (!entry) {  // the stop eventfd
+        void* data = io_uring_cqe_get_data(cqe);
+        if (!data) {  // the stop eventfd
           stop = true;
           continue;
         }
+        if (data == &q) {  // workers' replies
+          std::uint64_t count;
+          (void)!::read(q.wake_fd, &count, sizeof count);
+          std::vector<Entry*> ready;
+          {
+            std::lock_guard lock(q.mutex);
+            ready.swap(q.to_commit);
+          }
+          for (Entry* entry : ready) queue_command(*entry, kCmdCommitAndFetch, entry->commit_id);
+          arm_wake(q);
+          continue;
+        }
+        auto* entry = static_cast<Entry*>(data);
         if (cqe->res == 0) {
           entry->registered = true;
           receive(*entry);
         } else if (cqe->res == -EAGAIN || cqe->res == -EINTR) {
           // Registered before the kernel finished FUSE_INIT: again.
-          queue_command(*entry, entry->registered ? kCmdCommitAndFetch : kCmdRegister, entry->commit_id, false);
+          queue_command(*entry, entry->registered ? kCmdCommitAndFetch : kCmdRegister, entry->commit_id);
         } else {
           if (cqe->res != -ENOTCONN && !stopping) {
             spdlog::warn("io_uring: queue {} entry ended: {}", q.qid, std::strerror(-cqe->res));
@@ -411,7 +442,6 @@ struct UringTransport::Impl {
       io_uring_cq_advance(&q.ring, seen);
     }
     // Tear the ring down here: its commands were submitted by this thread.
-    std::lock_guard lock(q.submit_mutex);
     io_uring_queue_exit(&q.ring);
   }
 
@@ -492,6 +522,9 @@ struct UringTransport::Impl {
         if (entry->buffer) munmap(entry->buffer, entry->buffer_size);
       }
     }
+    for (auto& queue : queues) {
+      if (queue->wake_fd >= 0) close(queue->wake_fd);
+    }
     if (stop_fd >= 0) close(stop_fd);
     stop_fd = -1;
   }
@@ -566,5 +599,11 @@ UringTransport::~UringTransport() { stop(); }
 void UringTransport::stop() { impl_->stop(); }
 
 std::string UringTransport::describe() const { return impl_->describe_state(); }
+
+char* UringTransport::reply_space(std::size_t size) {
+  Impl::Entry* entry = Impl::serving;
+  if (!entry || size > entry->buffer_size - kPrefix) return nullptr;
+  return entry->payload();
+}
 
 }  // namespace artifactfs::fs

@@ -60,6 +60,12 @@ class UringTransport {
   // One line for the log: rings in use, or why /dev/fuse serves.
   std::string describe() const;
 
+  // While this thread serves a request that came on a ring: that ring
+  // entry's reply area, if it holds `size` bytes, so data read into it is
+  // sent as it lies (no buffer allocated, nothing copied again); the reply
+  // made from it must be this request's. nullptr otherwise.
+  static char* reply_space(std::size_t size);
+
   struct Impl;
 
  private:
