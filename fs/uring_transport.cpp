@@ -62,8 +62,9 @@ struct RingCommand {  // the SQE's command area
 constexpr char kEnableParameter[] = "/sys/module/fuse/parameters/enable_uring";
 constexpr unsigned kQueueDepth = 4;  // entries per CPU: one served inline, the rest waiting for workers
 // Room before the payload for the request's fuse_in_header and operation
-// header, so the request is one contiguous buffer for libfuse.
-constexpr std::size_t kPrefix = 256;
+// header, so the request is one contiguous buffer for libfuse. A whole page,
+// so the payload is page-aligned: reads into it may be O_DIRECT.
+constexpr std::size_t kPrefix = 4096;
 
 // The kernel keeps a queue for every possible CPU (not only the present
 // ones) and uses the rings only once every queue has an entry.
