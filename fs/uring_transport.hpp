@@ -17,15 +17,19 @@
 // choice; `fuse.io-uring` says whether to use it (config.hpp).
 //
 // CONCURRENCY MODEL
-// One ring thread per possible CPU, pinned to it, owns its ring's completion
-// queue. Quick requests (the read-only open/release, lookup, getattr, ...)
-// are served on the ring thread itself; anything that may wait on the disk
+// One ring thread per possible CPU, pinned to it, owns its ring. Quick
+// requests (the read-only open/release, lookup, getattr, ...) are served on
+// the ring thread itself; anything that may wait on the disk
 // or on the quota (writes, reads, creation, renames, fsync, writable opens)
 // goes to a pool of worker threads, so a slow request never holds up the
-// other requests of its CPU. A reply is committed by whichever thread made
-// it: the submission queue of each ring is guarded by its own mutex (taken
-// for a few instructions, never while waiting). Lock order: a ring's mutex,
-// then nothing; the pool's mutex, then nothing.
+// other requests of its CPU. Only a ring's own thread touches that ring
+// (the kernel delivers an entry's next request through whoever submitted its
+// commit): a worker puts its reply on the queue's list and writes the
+// queue's eventfd, which the ring polls. The Notifier's invalidations and
+// the replies to /dev/fuse's requests go to /dev/fuse. Locks, each held for
+// a few instructions and never while waiting: a queue's mutex (its list of
+// replies to commit), the pool's mutex (requests for workers) and the
+// state line's; none is taken while holding another.
 #pragma once
 
 #include <fuse_lowlevel.h>
