@@ -128,6 +128,7 @@ struct UringTransport::Impl {
     iovec iov[2]{};
     std::atomic<std::uint64_t> unique{0};  // of the request being served; 0 when idle
     std::uint64_t commit_id = 0;
+    fuse_buf request{};  // the request in /dev/fuse's layout, in front of the payload
     bool registered = false;
     char* payload() const { return buffer + kPrefix; }
   };
@@ -154,8 +155,6 @@ struct UringTransport::Impl {
   std::uint64_t init_unique = 0;
   bool kernel_offers = false;
   std::atomic<bool> started{false};
-  std::string state = "waiting for FUSE_INIT";
-  mutable std::mutex state_mutex;
 
   std::vector<std::unique_ptr<Queue>> queues;
 
@@ -176,16 +175,6 @@ struct UringTransport::Impl {
     // max_pages pages), and libfuse sets max_pages from max_write.
     std::size_t need = std::max<std::size_t>(8192, max_write);
     payload_size = (need + page - 1) / page * page;
-  }
-
-  std::string describe_state() const {
-    std::lock_guard lock(state_mutex);
-    return state;
-  }
-
-  void set_state(std::string s) {
-    std::lock_guard lock(state_mutex);
-    state = std::move(s);
   }
 
   // ---- /dev/fuse hooks -----------------------------------------------------
@@ -224,8 +213,8 @@ struct UringTransport::Impl {
       started = true;
       if (n < 0) return n;
       if (!kernel_offers) {
-        set_state("not offered by the kernel (its fuse module has enable_uring off); requests come through /dev/fuse");
-        spdlog::warn("io_uring: {}", describe_state());
+        spdlog::warn("io_uring: not offered by the kernel (its fuse module has enable_uring off); requests come "
+                     "through /dev/fuse");
       } else {
         start_rings();
       }
@@ -264,7 +253,7 @@ struct UringTransport::Impl {
         void* buffer =
             mmap(nullptr, entry->buffer_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (header == MAP_FAILED || buffer == MAP_FAILED) {
-          set_state("no memory for the rings; requests come through /dev/fuse");
+          spdlog::error("io_uring: no memory for the rings; requests come through /dev/fuse");
           return;
         }
         entry->header = static_cast<RingRequestHeader*>(header);
@@ -281,9 +270,8 @@ struct UringTransport::Impl {
       Queue* q = queue.get();
       q->thread = std::thread([this, q] { serve(*q); });
     }
-    set_state("in use: " + std::to_string(queues.size()) + " queue(s) of " + std::to_string(kQueueDepth) +
-              " entries, one thread per CPU, " + std::to_string(worker_count) + " worker(s) for blocking requests");
-    spdlog::info("io_uring: {}", describe_state());
+    spdlog::info("io_uring: in use: {} queue(s) of {} entries, one thread per CPU, {} worker(s) for blocking requests",
+                 queues.size(), kQueueDepth, worker_count);
   }
 
   static void prepare(io_uring_sqe* sqe, int fd, std::uint32_t cmd, Entry& entry, std::uint64_t commit_id) {
@@ -468,6 +456,8 @@ struct UringTransport::Impl {
     char* start = entry.payload() - op_size - sizeof in;
     std::memcpy(start, &in, sizeof in);
     std::memcpy(start + sizeof in, entry.header->op_in, op_size);
+    entry.request.mem = start;
+    entry.request.size = in.len;
     entry.unique.store(in.unique, std::memory_order_release);
     if (quick(in, entry.header->op_in)) {
       process(entry);
@@ -481,13 +471,8 @@ struct UringTransport::Impl {
   }
 
   void process(Entry& entry) {
-    fuse_in_header in;
-    std::memcpy(&in, entry.header->in_out, sizeof in);
-    fuse_buf buf{};
-    buf.mem = entry.payload() - (in.len - sizeof in - entry.header->ring_ent_in_out.payload_sz) - sizeof in;
-    buf.size = in.len;
     serving = &entry;
-    fuse_session_process_buf(session, &buf);
+    fuse_session_process_buf(session, &entry.request);
     serving = nullptr;
   }
 
@@ -599,7 +584,6 @@ UringTransport::~UringTransport() { stop(); }
 
 void UringTransport::stop() { impl_->stop(); }
 
-std::string UringTransport::describe() const { return impl_->describe_state(); }
 
 char* UringTransport::reply_space(std::size_t size) {
   Impl::Entry* entry = Impl::serving;

@@ -28,8 +28,8 @@
 // queue's eventfd, which the ring polls. The Notifier's invalidations and
 // the replies to /dev/fuse's requests go to /dev/fuse. Locks, each held for
 // a few instructions and never while waiting: a queue's mutex (its list of
-// replies to commit), the pool's mutex (requests for workers) and the
-// state line's; none is taken while holding another.
+// replies to commit) and the pool's mutex (requests for workers); neither
+// is taken while holding the other.
 #pragma once
 
 #include <fuse_lowlevel.h>
@@ -60,9 +60,6 @@ class UringTransport {
 
   // After the mount is gone: ends the ring threads and the workers.
   void stop();
-
-  // One line for the log: rings in use, or why /dev/fuse serves.
-  std::string describe() const;
 
   // While this thread serves a request that came on a ring: that ring
   // entry's reply area, if it holds `size` bytes, so data read into it is
