@@ -23,24 +23,17 @@ import harness  # noqa: E402
 from ganesha import rpcbind  # noqa: E402,F401 (a fixture, for the NFS tests)
 
 
-ENABLE_URING = Path("/sys/module/fuse/parameters/enable_uring")
-
-
 @pytest.fixture(scope="session", autouse=True)
 def kernel_fuse_io_uring():
     """The kernel's FUSE over io_uring on for the run (restored after), so
     every mount serves its requests through the rings (fuse.io-uring: auto;
     fs/uring_transport.hpp); test_io_uring.py covers /dev/fuse beside it.
     ARTIFACTFS_TEST_KERNEL_URING=keep leaves the setting as it is."""
-    if os.environ.get("ARTIFACTFS_TEST_KERNEL_URING") == "keep" or not os.access(ENABLE_URING, os.W_OK):
+    if os.environ.get("ARTIFACTFS_TEST_KERNEL_URING") == "keep":
         yield
         return
-    before = ENABLE_URING.read_text().strip()
-    ENABLE_URING.write_text("Y")
-    try:
+    with harness.kernel_fuse_uring("Y"):
         yield
-    finally:
-        ENABLE_URING.write_text(before)
 
 
 @pytest.fixture(scope="session")

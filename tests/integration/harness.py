@@ -9,6 +9,7 @@ and a tree comparison used to check the mount against a plain directory.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import fnmatch
@@ -131,6 +132,24 @@ def cleanup_everything_under(root) -> list[str]:
 
 # --------------------------------------------------------------------------
 # the daemon
+
+
+ENABLE_URING = Path("/sys/module/fuse/parameters/enable_uring")
+
+
+@contextlib.contextmanager
+def kernel_fuse_uring(value: str):
+    """The fuse module's enable_uring set to `value` ("Y" or "N") for a block
+    and restored after; yields False (and changes nothing) unless writable."""
+    if not os.access(ENABLE_URING, os.W_OK):
+        yield False
+        return
+    before = ENABLE_URING.read_text().strip()
+    ENABLE_URING.write_text(value)
+    try:
+        yield True
+    finally:
+        ENABLE_URING.write_text(before)
 
 
 class DaemonFailed(AssertionError):

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 import harness
-from conftest import ENABLE_URING
+from harness import ENABLE_URING
 
 pytestmark = pytest.mark.skipif(not ENABLE_URING.exists(), reason="the kernel has no FUSE over io_uring (Linux 6.14+)")
 
@@ -28,14 +28,10 @@ pytestmark = pytest.mark.skipif(not ENABLE_URING.exists(), reason="the kernel ha
 @contextlib.contextmanager
 def kernel_uring(value: str):
     """The fuse module's enable_uring set to `value` for a block (root only)."""
-    if not os.access(ENABLE_URING, os.W_OK):
-        pytest.skip("needs root to set " + str(ENABLE_URING))
-    before = ENABLE_URING.read_text().strip()
-    ENABLE_URING.write_text(value)
-    try:
+    with harness.kernel_fuse_uring(value) as done:
+        if not done:
+            pytest.skip("needs root to set " + str(ENABLE_URING))
         yield
-    finally:
-        ENABLE_URING.write_text(before)
 
 
 def thread_switches(pid: int) -> dict[str, int]:
